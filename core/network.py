@@ -1,0 +1,108 @@
+"""A stack of layers with shapes inferred eagerly and parameters under stable names."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from math import prod
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from laminae.context import BuildContext
+from laminae.errors import location
+from laminae.protocols import Layer, Shape
+
+if TYPE_CHECKING:
+    from laminae.registry import Registry
+
+
+class Network:
+    """Layers in order, built for one sample's ``input_shape`` before any data is seen.
+
+    Building walks the layers once: each reports its output shape and
+    allocates its parameters, so a shape that cannot fit fails here, naming
+    the layer, rather than on the first batch.  ``params`` and ``grads`` map
+    ``"<index>.<name>"`` to the layers' own arrays, which everything (the
+    optimizer, checkpoints) updates in place.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        input_shape: Sequence[int],
+        *,
+        seed: int = 0,
+        dtype: str | np.dtype = "float32",
+        registry: Registry | None = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        self.layers = list(layers)
+        self.input_shape: Shape = tuple(int(n) for n in input_shape)
+        self.dtype = np.dtype(dtype)
+        self.names = list(names) if names is not None else [_type_name(layer, registry) for layer in self.layers]
+        ctx = BuildContext(rng=np.random.default_rng(seed), dtype=self.dtype, registry=registry)
+        self.shapes: list[Shape] = []
+        shape = self.input_shape
+        for index, layer in enumerate(self.layers):
+            with location(f"layer {index} ({self.names[index]})"):
+                shape = tuple(int(n) for n in layer.build(shape, ctx))
+            self.shapes.append(shape)
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        for index, layer in enumerate(self.layers):
+            for name, array in layer.params.items():
+                self.params[f"{index}.{name}"] = array
+                self.grads[f"{index}.{name}"] = layer.grads[name]
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.shapes[-1] if self.shapes else self.input_shape
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.size for p in self.params.values())
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        x = np.asarray(x, dtype=self.dtype)
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+    def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Outputs for ``x`` in inference mode, a batch at a time to bound memory."""
+        chunks = [self.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        return np.concatenate(chunks) if chunks else np.empty((0, *self.output_shape), self.dtype)
+
+    def summary(self) -> str:
+        """A table of every layer's input size, output shape and parameter count."""
+        rows = [("#", "type", "inputs", "output shape", "params")]
+        rows.append(("", "input", "", _shape_text(self.input_shape), ""))
+        in_shapes = [self.input_shape, *self.shapes[:-1]]
+        for index, layer in enumerate(self.layers):
+            count = sum(p.size for p in layer.params.values())
+            rows.append(
+                (str(index), self.names[index], f"{prod(in_shapes[index]):,}", _shape_text(self.shapes[index]), f"{count:,}")
+            )
+        widths = [max(len(row[col]) for row in rows) for col in range(5)]
+        align = ["<", "<", ">", "<", ">"]
+        lines = ["  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(row, align, widths)).rstrip() for row in rows]
+        rule = "-" * len(max(lines, key=len))
+        lines.insert(1, rule)
+        lines += [rule, f"total params: {self.num_params:,} ({self.dtype.name})"]
+        return "\n".join(lines)
+
+
+def _shape_text(shape: Shape) -> str:
+    return "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _type_name(layer: Layer, registry: Registry | None) -> str:
+    if registry is not None:
+        name = registry.name_of("layers", type(layer))
+        if name is not None:
+            return name
+    return type(layer).__name__.lower()

@@ -1,0 +1,90 @@
+"""The three contracts every plugin meets, written as structural protocols.
+
+A third-party class satisfies them by having the right attributes and
+methods; nothing of ours needs to be subclassed or imported.  The
+hyperparameters of a layer, loss, optimizer, initializer or data set are its
+``attrs`` init fields, which is what lets a TOML table map onto it key for key.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from laminae.context import BuildContext
+
+Shape = tuple[int, ...]
+"""The shape of one sample: the batch axis is always implied."""
+
+
+@runtime_checkable
+class Layer(Protocol):
+    """One differentiable stage of a network.
+
+    ``build`` runs once, before any data is seen: it receives one sample's
+    input shape, allocates the parameters and returns one sample's output
+    shape (or raises :class:`laminae.ShapeError`).  ``backward`` may use only
+    what this layer's own ``forward`` cached, and writes the gradients of its
+    parameters into ``grads`` under the same names as ``params``.
+    """
+
+    params: dict[str, np.ndarray]
+    grads: dict[str, np.ndarray]
+
+    def build(self, input_shape: Shape, ctx: BuildContext) -> Shape: ...
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray: ...
+
+    def backward(self, dout: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Loss(Protocol):
+    """Scores a batch of network outputs against targets.
+
+    ``forward`` returns the mean loss over the batch; ``backward`` returns its
+    gradient with respect to the outputs that ``forward`` last saw.
+    """
+
+    def forward(self, output: np.ndarray, target: np.ndarray) -> float: ...
+
+    def backward(self) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Optimizer(Protocol):
+    """Updates parameters in place from their gradients.
+
+    ``params`` and ``grads`` map stable names (``"3.W"``) to arrays; the same
+    dicts are passed at every step.  The state (momentum buffers, step
+    counters) is a flat dict of arrays so that a checkpoint can store it
+    without pickling.
+    """
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None: ...
+
+    def state_dict(self) -> dict[str, np.ndarray]: ...
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None: ...
+
+
+@runtime_checkable
+class Initializer(Protocol):
+    """Draws the initial values of one parameter array."""
+
+    def __call__(
+        self, shape: Shape, fan_in: int, fan_out: int, rng: np.random.Generator, dtype: Any
+    ) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """Loads a labelled image data set as float32 NCHW images in [0, 1].
+
+    ``load`` receives the root folders to search, in order (``--data-dir``,
+    ``$LAMINAE_DATA``, the per-user cache); each holds one sub-folder per data
+    set.  It returns the train and test splits.
+    """
+
+    def load(self, roots: list[Any]) -> Any: ...

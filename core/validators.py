@@ -1,0 +1,84 @@
+"""attrs validators whose messages read well after ``model 'x', layer 3 (conv):``.
+
+TOML hands us ``true`` where we want an int and ``1`` where we want a float;
+these validators reject the first (``bool`` is an ``int`` in Python) and
+accept the second, and say in one line what was expected and what came.
+"""
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+
+def _shown(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def integer(minimum: int | None = None) -> Callable[[Any, attrs.Attribute, Any], None]:
+    """An int, optionally at least ``minimum``."""
+
+    def check(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if not _is_int(value):
+            raise TypeError(f"'{attribute.name}' must be an integer, got {_shown(value)}")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"'{attribute.name}' must be at least {minimum}, got {value}")
+
+    return check
+
+
+positive_int = integer(1)
+non_negative_int = integer(0)
+
+
+def number(
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    exclusive_minimum: bool = False,
+    exclusive_maximum: bool = False,
+) -> Callable[[Any, attrs.Attribute, Any], None]:
+    """A real number (int or float, never bool) inside the given bounds."""
+
+    def check(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if not _is_number(value):
+            raise TypeError(f"'{attribute.name}' must be a number, got {_shown(value)}")
+        if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
+            bound = "greater than" if exclusive_minimum else "at least"
+            raise ValueError(f"'{attribute.name}' must be {bound} {minimum}, got {value}")
+        if maximum is not None and (value >= maximum if exclusive_maximum else value > maximum):
+            bound = "less than" if exclusive_maximum else "at most"
+            raise ValueError(f"'{attribute.name}' must be {bound} {maximum}, got {value}")
+
+    return check
+
+
+positive_number = number(0, exclusive_minimum=True)
+non_negative_number = number(0)
+
+
+def boolean(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """A real ``true``/``false``, not a truthy number or string."""
+    if not isinstance(value, bool):
+        raise TypeError(f"'{attribute.name}' must be true or false, got {_shown(value)}")
+
+
+def one_of(*choices: str) -> Callable[[Any, attrs.Attribute, Any], None]:
+    """One of a fixed set of strings."""
+
+    def check(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value not in choices:
+            listed = ", ".join(repr(c) for c in choices)
+            raise ValueError(f"'{attribute.name}' must be one of {listed}, got {_shown(value)}")
+
+    return check

@@ -1,0 +1,55 @@
+"""The fully connected layer, ``y = x W + b``."""
+from __future__ import annotations
+
+from math import prod
+from typing import Any
+
+import attrs
+import numpy as np
+
+import laminae
+from laminae.validators import boolean, positive_int
+
+
+@attrs.define(eq=False)
+class Affine:
+    """Fully connected layer; flattens each sample first, like the classic code,
+    so it can follow a conv or pool layer directly."""
+
+    units: int = attrs.field(validator=positive_int)
+    bias: bool = attrs.field(default=True, validator=boolean)
+    init: Any = attrs.field(default="he", metadata={"laminae": "initializer"})
+
+    params: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
+    grads: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
+    _x: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
+    _input_shape: tuple[int, ...] = attrs.field(init=False, default=(), repr=False)
+
+    def build(self, input_shape: tuple[int, ...], ctx: laminae.BuildContext) -> tuple[int, ...]:
+        fan_in = prod(input_shape)
+        self._input_shape = tuple(input_shape)
+        self.params = {"W": ctx.initialize(self.init, (fan_in, self.units), fan_in, self.units)}
+        if self.bias:
+            self.params["b"] = np.zeros(self.units, dtype=ctx.dtype)
+        self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+        return (self.units,)
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        x = x.reshape(len(x), -1)
+        self._x = x
+        out = x @ self.params["W"]
+        if self.bias:
+            out += self.params["b"]
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        np.matmul(self._x.T, dout, out=self.grads["W"])
+        if self.bias:
+            np.sum(dout, axis=0, out=self.grads["b"])
+        dx = dout @ self.params["W"].T
+        return dx.reshape((len(dout), *self._input_shape))
+
+
+@laminae.hookimpl
+def register_layers(register):
+    register("affine", Affine)

@@ -1,0 +1,33 @@
+"""Flattens each sample to one axis, for networks that spell the step out."""
+from __future__ import annotations
+
+from math import prod
+
+import attrs
+import numpy as np
+
+import laminae
+
+
+@attrs.define(eq=False)
+class Flatten:
+    """A view, never a copy: backward reshapes the gradient back."""
+
+    params: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
+    grads: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
+    _input_shape: tuple[int, ...] = attrs.field(init=False, default=(), repr=False)
+
+    def build(self, input_shape: tuple[int, ...], ctx: laminae.BuildContext) -> tuple[int, ...]:
+        self._input_shape = tuple(input_shape)
+        return (prod(input_shape),)
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        return x.reshape(len(x), -1)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout.reshape((len(dout), *self._input_shape))
+
+
+@laminae.hookimpl
+def register_layers(register):
+    register("flatten", Flatten)

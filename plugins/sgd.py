@@ -1,0 +1,51 @@
+"""Stochastic gradient descent with optional momentum, Nesterov and weight decay."""
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+import laminae
+from laminae.validators import boolean, non_negative_number, number, positive_number
+
+
+@attrs.define(eq=False)
+class SGD:
+    """PyTorch's formulation, so that its results and ours can be compared:
+    ``v = momentum * v + g``; the step is ``lr * v`` (or ``lr * (g + momentum * v)``
+    with Nesterov), where ``g`` already includes ``weight_decay * w``."""
+
+    lr: float = attrs.field(default=0.01, validator=positive_number)
+    momentum: float = attrs.field(default=0.0, validator=number(0, 1, exclusive_maximum=True))
+    nesterov: bool = attrs.field(default=False, validator=boolean)
+    weight_decay: float = attrs.field(default=0.0, validator=non_negative_number)
+    _velocity: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("'nesterov' needs a 'momentum' greater than 0")
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        for name, param in params.items():
+            grad = grads[name]
+            if self.weight_decay:
+                grad = grad + self.weight_decay * param
+            if self.momentum:
+                velocity = self._velocity.get(name)
+                if velocity is None:
+                    velocity = self._velocity[name] = grad.copy()
+                else:
+                    velocity *= self.momentum
+                    velocity += grad
+                grad = grad + self.momentum * velocity if self.nesterov else velocity
+            param -= self.lr * grad
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {f"velocity/{name}": v.copy() for name, v in self._velocity.items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self._velocity = {key.removeprefix("velocity/"): np.array(v) for key, v in state.items()}
+
+
+@laminae.hookimpl
+def register_optimizers(register):
+    register("sgd", SGD)

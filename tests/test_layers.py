@@ -1,0 +1,79 @@
+"""Every built-in layer and loss against the conformance kit, in float64."""
+import numpy as np
+import pytest
+
+from laminae.testing import ConformanceError, check_layer, check_loss
+
+LAYER_CASES = [
+    ("affine", {"units": 4}, (5,)),
+    ("affine", {"units": 3, "bias": False}, (2, 3, 2)),
+    ("affine", {"units": 3, "init": {"type": "normal", "std": 0.5}}, (4,)),
+    ("relu", {}, (2, 3, 4)),
+    ("sigmoid", {}, (7,)),
+    ("flatten", {}, (2, 3, 4)),
+    ("conv", {"filters": 3, "size": 3}, (2, 6, 5)),
+    ("conv", {"filters": 2, "size": 3, "stride": 2, "pad": 1}, (3, 7, 6)),
+    ("pool", {"size": 2}, (2, 4, 6)),
+    ("pool", {"size": 3, "stride": 2, "mode": "avg"}, (2, 7, 5)),
+    ("pool", {"size": 2, "stride": 1, "mode": "max"}, (1, 5, 4)),
+]
+
+
+@pytest.mark.parametrize("type_name, options, input_shape", LAYER_CASES)
+def test_builtin_layer_conforms(registry, type_name, options, input_shape):
+    layer = registry.create("layers", {"type": type_name, **options})
+    check_layer(layer, input_shape, registry=registry, name=type_name)
+
+
+@pytest.mark.parametrize("type_name", ["softmax_cross_entropy", "quadratic"])
+def test_builtin_loss_conforms(registry, type_name):
+    check_loss(registry.create("losses", type_name), name=type_name)
+
+
+def test_kit_catches_a_wrong_gradient(registry):
+    """The kit must be able to fail: a ReLU whose backward forgets its mask."""
+    relu_cls = registry.get("layers", "relu")
+
+    class LeakyBackward(relu_cls):
+        def backward(self, dout):
+            return dout
+
+    with pytest.raises(ConformanceError, match=r"layer broken: input gradient \(float64\): analytic"):
+        check_layer(LeakyBackward(), (6,), name="broken")
+
+
+def test_kit_catches_a_wrong_shape(registry):
+    flatten_cls = registry.get("layers", "flatten")
+
+    class Liar(flatten_cls):
+        def build(self, input_shape, ctx):
+            super().build(input_shape, ctx)
+            return (1,)
+
+    with pytest.raises(ConformanceError, match=r"inferred shape: build\(\) said \(1,\) per sample but forward gave \(6,\)"):
+        check_layer(Liar(), (2, 3), name="liar")
+
+
+def test_kit_catches_float64_leak(registry):
+    sigmoid_cls = registry.get("layers", "sigmoid")
+
+    class Upcaster(sigmoid_cls):
+        def forward(self, x, training):
+            return super().forward(x.astype(np.float64), training)
+
+    with pytest.raises(ConformanceError, match="float32 stays float32"):
+        check_layer(Upcaster(), (3,), name="upcaster")
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits(registry):
+    loss = registry.create("losses", "softmax_cross_entropy")
+    logits = np.array([[1000.0, 0.0, -1000.0]], dtype=np.float32)
+    assert loss.forward(logits, np.array([0])) == pytest.approx(0.0, abs=1e-6)
+    assert loss.forward(logits, np.array([2])) == pytest.approx(2000.0, rel=1e-6)
+    assert np.all(np.isfinite(loss.backward()))
+
+
+def test_sigmoid_does_not_overflow(registry):
+    layer = registry.create("layers", "sigmoid")
+    out = layer.forward(np.array([[-1000.0, 0.0, 1000.0]], dtype=np.float32), False)
+    np.testing.assert_allclose(out, [[0.0, 0.5, 1.0]])

@@ -1,0 +1,90 @@
+"""Building networks from Python: shape inference, parameter names, summary."""
+import numpy as np
+import pytest
+
+import laminae
+from laminae.testing import check_layer
+
+
+def layers(registry, *specs):
+    return [registry.create("layers", spec) for spec in specs]
+
+
+def classic_cnn(registry):
+    return layers(
+        registry,
+        {"type": "conv", "filters": 30, "size": 5},
+        "relu",
+        {"type": "pool", "size": 2, "stride": 2},
+        {"type": "affine", "units": 100},
+        "relu",
+        {"type": "affine", "units": 10},
+    )
+
+
+def test_classic_cnn_infers_every_shape(registry):
+    net = laminae.Network(classic_cnn(registry), input_shape=(1, 28, 28), registry=registry)
+    assert net.shapes == [(30, 24, 24), (30, 24, 24), (30, 12, 12), (100,), (100,), (10,)]
+    assert net.params["3.W"].shape == (4320, 100)
+    summary = net.summary()
+    affine_row = next(line for line in summary.splitlines() if line.startswith("3 "))
+    assert affine_row.split()[:3] == ["3", "affine", "4,320"]
+    assert f"total params: {30*25 + 30 + 4320*100 + 100 + 100*10 + 10:,} (float32)" in summary
+    out = net.forward(np.zeros((2, 1, 28, 28), np.float32))
+    assert out.shape == (2, 10) and out.dtype == np.float32
+
+
+def test_params_and_grads_share_stable_names(registry):
+    net = laminae.Network(layers(registry, {"type": "affine", "units": 5}, "relu", {"type": "affine", "units": 3}), (4,), registry=registry)
+    assert list(net.params) == ["0.W", "0.b", "2.W", "2.b"]
+    assert list(net.grads) == list(net.params)
+    assert net.params["0.W"] is net.layers[0].params["W"]
+    net.forward(np.ones((2, 4)), training=True)
+    net.backward(np.ones((2, 3), np.float32))
+    assert net.grads["2.b"].tolist() == [2.0, 2.0, 2.0]
+
+
+def test_same_seed_same_parameters(registry):
+    def build(seed):
+        return laminae.Network(classic_cnn(registry), (1, 28, 28), seed=seed, registry=registry)
+
+    a, b, c = build(1), build(1), build(2)
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+    assert not np.array_equal(a.params["0.W"], c.params["0.W"])
+
+
+def test_shape_that_cannot_fit_names_layer_and_shapes(registry):
+    with pytest.raises(laminae.ShapeError) as info:
+        laminae.Network(layers(registry, {"type": "affine", "units": 10}, {"type": "conv", "filters": 2, "size": 3}), (1, 28, 28), registry=registry)
+    message = str(info.value)
+    assert message.startswith("layer 1 (conv): ")
+    assert "(10,)" in message and "\n" not in message
+
+
+def test_predict_batches_in_inference_mode(registry):
+    net = laminae.Network(layers(registry, {"type": "affine", "units": 3}), (4,), registry=registry)
+    x = np.random.default_rng(0).standard_normal((25, 4)).astype(np.float32)
+    np.testing.assert_allclose(net.predict(x, batch_size=7), net.forward(x), rtol=1e-6)
+
+
+def test_layer_from_outside_module_through_the_same_hook():
+    from tests.fixtures import outside_plugin
+
+    registry = laminae.make_registry(plugins=[outside_plugin], autoload=False)
+    assert registry.owner("layers", "square") == "tests.fixtures.outside_plugin"
+    net = laminae.Network(
+        [registry.create("layers", {"type": "affine", "units": 3}), registry.create("layers", "square")],
+        (2,),
+        registry=registry,
+    )
+    assert net.names == ["affine", "square"]
+    out = net.forward(np.ones((1, 2)))
+    np.testing.assert_allclose(out, (np.ones((1, 2)) @ net.params["0.W"]) ** 2, rtol=1e-6)
+    check_layer(outside_plugin.Square(), (3,), name="square")
+
+
+def test_third_party_layer_satisfies_protocol_without_subclassing():
+    from tests.fixtures import outside_plugin
+
+    assert isinstance(outside_plugin.Square(), laminae.Layer)
+    assert laminae.Layer not in type(outside_plugin.Square()).__mro__
