@@ -21,16 +21,20 @@ class LaminaeError(Exception):
     def message(self) -> str:
         return str(self.args[0])
 
-    def located(self, where: str) -> LaminaeError:
-        """The same kind of error with ``where: `` put in front, chained to the original."""
+    def located(self, where: str, sep: str = ": ") -> LaminaeError:
+        """The same kind of error with ``where`` put in front, chained to the original.
+
+        ``sep=", "`` joins locations that read as one phrase:
+        ``models.toml: model 'cnn', layer 3 (conv): ...``.
+        """
         err = type(self).__new__(type(self))
-        LaminaeError.__init__(err, f"{where}: {self.message}")
+        LaminaeError.__init__(err, f"{where}{sep}{self.message}")
         err.__cause__ = self.__cause__
         return err
 
 
 @contextmanager
-def location(where: str) -> Iterator[None]:
+def location(where: str, sep: str = ": ") -> Iterator[None]:
     """Name the place of any error raised inside the block.
 
     Our own errors get ``where`` as a prefix.  Anything else is a plugin's
@@ -40,7 +44,7 @@ def location(where: str) -> Iterator[None]:
     try:
         yield
     except LaminaeError as err:
-        raise err.located(where) from err
+        raise err.located(where, sep) from err
     except Exception as exc:
         exc.add_note(f"(raised in {where})")
         raise

@@ -8,37 +8,18 @@ reshape error deep inside numpy.
 """
 from __future__ import annotations
 
-import gzip
-import zlib
 from math import prod
 from pathlib import Path
 
 import numpy as np
 
 from laminae.errors import DataError
+from laminae.plugins.gzipped import read_bytes
 
 IMAGES_MAGIC = 2051
 """Unsigned bytes, three dimensions: N x rows x columns."""
 LABELS_MAGIC = 2049
 """Unsigned bytes, one dimension: N."""
-
-
-def read_bytes(path: Path) -> bytes:
-    """The file's contents, decompressed if its name ends in ``.gz``."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if path.suffix != ".gz":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except gzip.BadGzipFile as exc:
-        raise DataError(f"{path}: not a valid gzip file ({exc})") from None
-    except EOFError:
-        raise DataError(f"{path}: gzip data is truncated (incomplete download?)") from None
-    except zlib.error as exc:
-        raise DataError(f"{path}: gzip data is corrupt ({exc})") from None
 
 
 def parse_idx(data: bytes, magic: int, path: Path) -> np.ndarray:

@@ -1,0 +1,5 @@
+import sys
+
+from laminae.cli import main
+
+sys.exit(main())

@@ -1,0 +1,63 @@
+"""The ``laminae`` command: one module per subcommand, one error policy for all.
+
+Each subcommand module defines ``HELP`` (one line), ``EXAMPLE`` (shown by
+``--help``), ``add_arguments(parser)`` and ``run(args) -> int``.  A
+:class:`laminae.LaminaeError` anywhere becomes one line on stderr and exit
+status 2; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from laminae import __version__
+from laminae.errors import LaminaeError
+
+SUBCOMMANDS = ["check", "summary", "layers", "plugins", "train", "eval", "predict", "plot"]
+
+USER_ERROR = 2
+
+
+def plugin_options(parser: argparse.ArgumentParser) -> None:
+    """The options every subcommand that loads plugins shares."""
+    parser.add_argument("--plugins-dir", metavar="DIR", help="also load every *.py plugin file in DIR")
+    parser.add_argument("--block", metavar="NAME", action="append", default=[], help="do not load the plugin NAME (repeatable)")
+
+
+def registry_from(args: argparse.Namespace):
+    """The registry the options ask for; the one place the CLI makes one."""
+    from laminae.registry import make_registry
+
+    return make_registry(plugins_dir=args.plugins_dir, block=args.block)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="laminae", description="Declare, train and inspect numpy neural networks.")
+    parser.add_argument("--version", action="version", version=f"laminae {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        module = importlib.import_module(f"laminae.cli.{name}")
+        sub = commands.add_parser(
+            name,
+            help=module.HELP,
+            description=module.HELP,
+            epilog=f"example:\n  {module.EXAMPLE}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except LaminaeError as err:
+        print(f"laminae {args.command}: error: {err}", file=sys.stderr)
+        return USER_ERROR
+    except KeyboardInterrupt:
+        print(f"laminae {args.command}: interrupted", file=sys.stderr)
+        return 130
