@@ -36,3 +36,7 @@ __all__ = [
     "hookimpl",
     "make_registry",
 ]
+from laminae.builder import build, from_toml  # noqa: E402  (needs the names above)
+from laminae.checkpoint import load  # noqa: E402
+
+__all__ += ["build", "from_toml", "load"]

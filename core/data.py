@@ -15,7 +15,6 @@ import attrs
 import numpy as np
 
 from laminae.errors import DataError
-from laminae.validators import non_negative_int
 
 DATA_ENV = "LAMINAE_DATA"
 """The environment variable naming a data root, searched after ``--data-dir``."""
@@ -50,7 +49,7 @@ class DatasetSplits:
 
     ``source`` says in words what was loaded from where ("MNIST from
     /data/mnist (IDX)"), for logs and for the location in error messages.
-    ``validation`` is None unless the data set was asked to hold one out.
+    ``validation`` is None until :meth:`hold_out` sets one aside.
     """
 
     train: Split
@@ -158,17 +157,14 @@ def data_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
 class ImageDataset:
     """A convenient base for data set plugins (the protocol needs none).
 
-    It gives every data set the same ``validation`` and ``seed`` fields and
-    applies them the same way; a subclass only implements ``read``.
+    Holding out a validation split is left to the caller
+    (:meth:`DatasetSplits.hold_out`), which owns the ``validation`` and
+    ``seed`` settings of a training run; a data set only reads its files.
     """
-
-    validation: int = attrs.field(default=0, validator=non_negative_int, kw_only=True)
-    seed: int = attrs.field(default=0, validator=non_negative_int, kw_only=True)
 
     def load(self, roots: Sequence[str | os.PathLike] | None = None) -> DatasetSplits:
         """Read the data set from the first of ``roots`` that has it (default: :func:`data_roots`)."""
-        paths = data_roots() if roots is None else [Path(root) for root in roots]
-        return self.read(paths).hold_out(self.validation, self.seed)
+        return self.read(data_roots() if roots is None else [Path(root) for root in roots])
 
     def read(self, roots: list[Path]) -> DatasetSplits:
         raise NotImplementedError

@@ -1,13 +1,25 @@
 """A network together with what trains it: the object the builder returns."""
 from __future__ import annotations
 
-from typing import Any
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import attrs
+import numpy as np
 
 from laminae.network import Network
 from laminae.protocols import Loss, Optimizer
 from laminae.validators import non_negative_int, positive_int
+
+if TYPE_CHECKING:
+    from laminae.metrics import EpochMetrics
+    from laminae.registry import Registry
+    from laminae.training import TrainingResult, TrainingState
+
+EVAL_BATCH = 1000
+"""Samples per forward pass when evaluating: bounds memory, not results."""
 
 
 @attrs.define
@@ -36,3 +48,70 @@ class Model:
     spec: dict[str, Any]
     train_config: TrainConfig = attrs.field(factory=TrainConfig)
     name: str = "model"
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        seed: int | None = None,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        test_data: tuple[np.ndarray, np.ndarray] | None = None,
+        progress: bool | None = None,
+        run_dir: str | os.PathLike | None = None,
+        resume: TrainingState | None = None,
+        on_epoch: Callable[[EpochMetrics], None] | None = None,
+        registry: Registry | None = None,
+    ) -> TrainingResult:
+        """Train in place on shuffled mini-batches; the same seed gives the same weights to the bit.
+
+        ``epochs``, ``batch_size`` and ``seed`` default to :attr:`train_config`;
+        ``seed`` here drives only the batch order (the initial weights came
+        from ``train.seed`` when the model was built).  ``progress`` shows a
+        bar (default: when stderr is a terminal).  With ``run_dir``, every
+        epoch appends to ``metrics.csv`` and rewrites the checkpoint
+        ``model.npz``.  Ctrl-C or SIGTERM stops after the current batch and
+        returns with ``interrupted`` set; pass the returned ``state`` (or a
+        checkpoint's) as ``resume`` to continue exactly where it stopped.
+        A loss that becomes NaN or infinite raises :class:`laminae.TrainingError`.
+        """
+        from laminae.training import fit
+
+        return fit(
+            self, x, y, epochs=epochs, batch_size=batch_size, seed=seed, validation_data=validation_data,
+            test_data=test_data, progress=progress, run_dir=run_dir, resume=resume, on_epoch=on_epoch,
+            registry=registry,
+        )
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """Mean loss and accuracy over ``(x, y)`` in inference mode."""
+        total_loss, correct = 0.0, 0
+        labels = y if y.ndim == 1 else y.argmax(axis=1)
+        for start in range(0, len(x), EVAL_BATCH):
+            stop = start + EVAL_BATCH
+            output = self.network.forward(x[start:stop], False)
+            total_loss += self.loss.forward(output, y[start:stop]) * len(output)
+            correct += int(np.count_nonzero(output.argmax(axis=1) == labels[start:stop]))
+        return total_loss / len(x), correct / len(x)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The predicted class of every sample (int64)."""
+        return self.network.predict(x, EVAL_BATCH).argmax(axis=1).astype(np.int64)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities: the loss's own ``probabilities(output)`` if it has
+        one, else the softmax of the outputs (read as scores, as cross-entropy does)."""
+        outputs = self.network.predict(x, EVAL_BATCH)
+        convert = getattr(self.loss, "probabilities", None)
+        if convert is not None:
+            return convert(outputs)
+        shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+
+    def save(self, path: str | os.PathLike, *, registry: Registry | None = None) -> Path:
+        """Write a checkpoint that :func:`laminae.load` reads back without any TOML file."""
+        from laminae.checkpoint import save
+
+        return save(self, path, registry=registry)

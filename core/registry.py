@@ -184,6 +184,8 @@ class _Loader:
         try:
             plugin = self._load(name, load)
             registrations = self._collect(name, plugin)
+            if not registrations:
+                raise PluginError("registers nothing (no laminae hook in it registered a class)")
             self._check_duplicates(registrations)
         except LaminaeError as err:
             info.status, info.reason = "failed", err.message

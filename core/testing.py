@@ -4,20 +4,26 @@
 checks what every layer must get right: gradients that match central
 differences for the input and every parameter, an inferred output shape that
 matches the real one, float32 in giving float32 out, an input left untouched,
-and parameters that depend on the seed alone.  A failure raises
-:class:`ConformanceError` (an ``AssertionError``) naming the layer, the check
-and the numbers.
+and parameters that depend on the seed alone.  ``check_loss``,
+``check_optimizer`` and ``check_initializer`` do the same for the other kinds.
+A failure raises :class:`ConformanceError` (an ``AssertionError``) naming the
+plugin class, the check and the numbers.
+
+The ``*_cases`` helpers turn a table of registered names and options into
+``pytest.param`` objects, so that one parametrised test checks every class a
+plugin provides, each under its own test id.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import io
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 import numpy as np
 
 from laminae.context import BuildContext
-from laminae.protocols import Layer, Loss
+from laminae.protocols import Initializer, Layer, Loss, Optimizer
 
 
 class ConformanceError(AssertionError):
@@ -164,3 +170,219 @@ def check_loss(
     grad32 = loss.backward()
     if not np.isfinite(out32) or grad32.dtype != np.float32:
         _fail(subject, "float32 stays float32", f"float32 output gave loss {out32} and a {grad32.dtype} gradient")
+
+
+@attrs.frozen(eq=False)
+class Quadratic:
+    """``f(w) = 0.5 * ||A w - b||^2`` summed over a few named parameters.
+
+    Its Hessian's eigenvalues lie in [1, 4], so any sound optimizer with a
+    sensible learning rate makes clear progress in a few hundred steps, and
+    a failure to descend points at the optimizer rather than the problem.
+    """
+
+    matrices: dict[str, np.ndarray]
+    targets: dict[str, np.ndarray]
+    shapes: dict[str, tuple[int, ...]]
+
+    @classmethod
+    def make(cls, seed: int) -> Quadratic:
+        rng = np.random.default_rng(seed)
+        shapes = {"0.W": (3, 2), "0.b": (2,), "2.W": (4,)}
+        matrices, targets = {}, {}
+        for pname, shape in shapes.items():
+            n = int(np.prod(shape))
+            q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+            matrices[pname] = q * np.linspace(1.0, 2.0, n)
+            targets[pname] = rng.standard_normal(n)
+        return cls(matrices, targets, shapes)
+
+    def start(self, dtype: Any = np.float64) -> dict[str, np.ndarray]:
+        return {pname: np.zeros(shape, dtype=dtype) for pname, shape in self.shapes.items()}
+
+    def value(self, params: dict[str, np.ndarray]) -> float:
+        residuals = (self.matrices[k] @ params[k].ravel() - self.targets[k] for k in self.shapes)
+        return float(sum(0.5 * r @ r for r in residuals))
+
+    def gradients(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        """Write the gradients into ``grads`` in place, as a network's backward pass does."""
+        for k, a in self.matrices.items():
+            residual = a @ params[k].ravel().astype(np.float64) - self.targets[k]
+            grads[k][...] = (a.T @ residual).reshape(self.shapes[k])
+
+
+def _fresh(obj: Any) -> Any:
+    """A new instance with the same hyperparameters and none of the state."""
+    return attrs.evolve(obj)
+
+
+def _run(optimizer: Optimizer, problem: Quadratic, params: dict[str, np.ndarray], steps: int) -> None:
+    grads = {k: np.zeros_like(p) for k, p in params.items()}
+    for _ in range(steps):
+        problem.gradients(params, grads)
+        optimizer.step(params, grads)
+
+
+def _through_npz(subject: str, state: Any) -> dict[str, np.ndarray]:
+    """The state as a checkpoint would give it back: flat, string keys, arrays, no pickles."""
+    if not isinstance(state, dict):
+        _fail(subject, "state is a flat dict of arrays", f"state_dict() returned {type(state).__name__}")
+    for key, value in state.items():
+        if not isinstance(key, str):
+            _fail(subject, "state is a flat dict of arrays", f"key {key!r} is a {type(key).__name__}, not a str")
+        if not isinstance(value, np.ndarray) or value.dtype == object:
+            shown = "an object array" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
+            _fail(subject, "state is a flat dict of arrays", f"key {key!r} holds {shown}, not a numeric array")
+    buffer = io.BytesIO()
+    np.savez(buffer, **state)
+    buffer.seek(0)
+    with np.load(buffer, allow_pickle=False) as saved:
+        return {key: saved[key] for key in saved.files}
+
+
+def check_optimizer(
+    optimizer: Optimizer,
+    *,
+    steps: int = 200,
+    factor: float = 10.0,
+    seed: int = 0,
+    name: str | None = None,
+) -> None:
+    """Check that fresh copies of ``optimizer`` (an attrs instance) descend and can be resumed.
+
+    Descent: ``steps`` steps on a small quadratic must cut the loss by
+    ``factor``; give the optimizer a learning rate that suits a problem of
+    curvature 1 to 4 (``Adam(lr=0.05)``, ``SGD(lr=0.05)``).  In place: the
+    float32 parameter arrays must be updated, not replaced, since the
+    network holds them.  Resuming: after some steps, ``state_dict`` saved through
+    ``np.savez`` and loaded into a new instance must give bit-for-bit the same
+    next steps as the original, which is what makes a checkpoint resume exact.
+    """
+    subject = f"optimizer {name or type(optimizer).__name__}"
+    problem = Quadratic.make(seed)
+
+    descending = _fresh(optimizer)
+    params = problem.start()
+    before = problem.value(params)
+    _run(descending, problem, params, steps)
+    after = problem.value(params)
+    if not after * factor <= before:
+        _fail(
+            subject,
+            "descends on a quadratic",
+            f"loss went from {before:.6g} to {after:.6g} in {steps} steps (needs to fall by a factor of {factor:g})",
+        )
+
+    in_place = _fresh(optimizer)
+    params32 = problem.start(np.float32)
+    originals = dict(params32)
+    _run(in_place, problem, params32, 2)
+    for pname, array in originals.items():
+        if params32[pname] is not array:
+            _fail(subject, "updates in place", f"parameter {pname!r} was replaced by a new array instead of updated")
+
+    original = _fresh(optimizer)
+    params = problem.start()
+    _run(original, problem, params, steps // 4 + 1)
+    resumed = _fresh(optimizer)
+    resumed.load_state_dict(_through_npz(subject, original.state_dict()))
+    twin = {k: v.copy() for k, v in params.items()}
+    for step in range(1, 6):
+        _run(original, problem, params, 1)
+        _run(resumed, problem, twin, 1)
+        for pname in params:
+            if not np.array_equal(params[pname], twin[pname]):
+                diff = float(np.max(np.abs(params[pname] - twin[pname])))
+                _fail(
+                    subject,
+                    "state round-trip",
+                    f"step {step} after load_state_dict differs in {pname!r} (max abs difference {diff:.3g});"
+                    " state_dict() must hold everything the next step depends on",
+                )
+
+
+def check_initializer(
+    initializer: Initializer,
+    *,
+    seed: int = 0,
+    name: str | None = None,
+) -> None:
+    """Check that an initializer fills dense and convolution shapes with finite
+    values drawn from the generator it is given and from nothing else."""
+    subject = f"initializer {name or type(initializer).__name__}"
+    for shape, fan_in, fan_out in (((6, 4), 6, 4), ((3, 2, 3, 3), 18, 27)):
+        for dtype in (np.float32, np.float64):
+            first = np.asarray(initializer(shape, fan_in, fan_out, np.random.default_rng(seed), np.dtype(dtype)))
+            if first.shape != shape:
+                _fail(subject, "shape", f"asked for {shape}, got {first.shape}")
+            if not np.all(np.isfinite(first)):
+                _fail(subject, "finite values", f"{int(np.sum(~np.isfinite(first)))} of {first.size} values are not finite")
+            again = np.asarray(initializer(shape, fan_in, fan_out, np.random.default_rng(seed), np.dtype(dtype)))
+            if not np.array_equal(first, again):
+                _fail(subject, "same seed, same values", f"two draws of {shape} from generators seeded {seed} differ")
+
+
+@attrs.frozen
+class Case:
+    """One registered class to check, with the options a TOML table would give it.
+
+    Creating it through the registry also checks that the options are
+    accepted as hyperparameters, exactly as the TOML builder would pass them.
+    """
+
+    kind: str
+    type_name: str
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    input_shape: tuple[int, ...] | None = None
+
+    @property
+    def id(self) -> str:
+        parts = [self.type_name, *(f"{key}={value}" for key, value in self.options.items())]
+        if self.input_shape is not None:
+            parts.append("x".join(str(n) for n in self.input_shape))
+        return "-".join(parts)
+
+    def check(self, registry: Any) -> None:
+        """Create the class from ``registry`` and run the check for its kind."""
+        obj = registry.create(self.kind, {"type": self.type_name, **self.options})
+        if self.kind == "layers":
+            check_layer(obj, self.input_shape, registry=registry, name=self.type_name)
+        else:
+            CHECKS[self.kind](obj, name=self.type_name)
+
+
+CHECKS: dict[str, Callable[..., None]] = {
+    "layers": check_layer,
+    "losses": check_loss,
+    "optimizers": check_optimizer,
+    "initializers": check_initializer,
+}
+"""The check for each kind of registration that has one."""
+
+
+def _params(cases: list[Case]) -> list[Any]:
+    import pytest  # only plugin tests need pytest; laminae itself does not
+
+    return [pytest.param(case, id=case.id) for case in cases]
+
+
+def layer_cases(table: Mapping[str, Sequence[tuple[Mapping[str, Any], Sequence[int]]]]) -> list[Any]:
+    """``pytest.param`` objects for ``{"type": [(options, input_shape), ...]}``."""
+    return _params([Case("layers", t, opts, tuple(shape)) for t, rows in table.items() for opts, shape in rows])
+
+
+def cases(kind: str, table: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Any]:
+    """``pytest.param`` objects for ``{"type": [options, ...]}`` of a kind other than layers."""
+    if kind not in CHECKS or kind == "layers":
+        raise ValueError(f"cases() takes 'losses', 'optimizers' or 'initializers', not {kind!r}; use layer_cases()")
+    return _params([Case(kind, t, opts) for t, rows in table.items() for opts in rows])
+
+
+def uncovered(registry: Any, plugin: str, params: Sequence[Any]) -> list[str]:
+    """What ``plugin`` registers, as ``"layers:tanh"``, that no case in ``params`` checks.
+
+    Asserting that this is empty keeps a new class from shipping untested.
+    """
+    checked = {(p.values[0].kind, p.values[0].type_name) for p in params}
+    provided = [key for key, owner in registry.owners.items() if owner == plugin and key[0] in CHECKS]
+    return sorted(f"{kind}:{name}" for kind, name in provided if (kind, name) not in checked)

@@ -6,6 +6,7 @@ accept the second, and say in one line what was expected and what came.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +54,9 @@ def number(
     def check(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         if not _is_number(value):
             raise TypeError(f"'{attribute.name}' must be a number, got {_shown(value)}")
+        if not math.isfinite(value):
+            # TOML allows nan and inf; caught here, they cannot fail later, mid-training.
+            raise ValueError(f"'{attribute.name}' must be finite, got {value}")
         if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
             bound = "greater than" if exclusive_minimum else "at least"
             raise ValueError(f"'{attribute.name}' must be {bound} {minimum}, got {value}")

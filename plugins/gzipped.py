@@ -23,9 +23,7 @@ def read_bytes(path: Path) -> bytes:
         return raw
     try:
         return gzip.decompress(raw)
-    except gzip.BadGzipFile as exc:
-        raise DataError(f"{path}: not a valid gzip file ({exc})") from None
     except EOFError:
         raise DataError(f"{path}: gzip data is truncated (incomplete download?)") from None
-    except zlib.error as exc:
-        raise DataError(f"{path}: gzip data is corrupt ({exc})") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"{path}: not a valid gzip file ({exc})") from None

@@ -99,7 +99,7 @@ def read_mnist_pickle(path: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[
     ):
         raise DataError(f"{path}: expected a (train, valid, test) tuple of (images, labels) array pairs")
     (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = parts
-    for name, (images, labels) in zip(("train", "valid", "test"), parts):
+    for name, (images, labels) in zip(("train", "valid", "test"), parts, strict=True):
         if images.ndim != 2 or images.shape[1] != 28 * 28:
             raise DataError(f"{path}: {name} images must be N x 784, got shape {images.shape}")
         if labels.ndim != 1:

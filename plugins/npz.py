@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from laminae.data import Split, make_split
 from laminae.errors import DataError
 
 
@@ -40,3 +41,21 @@ def read_npz(source: str | BinaryIO, keys: Sequence[str], name: str) -> dict[str
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+KERAS_KEYS = ("x_train", "y_train", "x_test", "y_test")
+"""The layout of Keras' ``mnist.npz``, also used for the sample shipped with Laminae."""
+
+
+def read_keras_layout(
+    source: str | BinaryIO, name: str, classes: int, image_shape: tuple[int, int]
+) -> tuple[Split, Split]:
+    """The (train, test) splits of an archive holding ``x_train, y_train, x_test, y_test``."""
+    arrays = read_npz(source, KERAS_KEYS, name)
+    return tuple(  # type: ignore[return-value]
+        make_split(
+            arrays[f"x_{part}"], arrays[f"y_{part}"], classes,
+            f"{name} [x_{part}]", f"{name} [y_{part}]", image_shape,
+        )
+        for part in ("train", "test")
+    )

@@ -10,4 +10,4 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 @pytest.fixture(scope="session")
 def registry():
     """The built-in plugins only, so tests never depend on what else is installed."""
-    return make_registry(autoload=False, strict=False)
+    return make_registry(autoload=False, strict=True)

@@ -77,3 +77,21 @@ def test_sigmoid_does_not_overflow(registry):
     layer = registry.create("layers", "sigmoid")
     out = layer.forward(np.array([[-1000.0, 0.0, 1000.0]], dtype=np.float32), False)
     np.testing.assert_allclose(out, [[0.0, 0.5, 1.0]])
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_hyperparameters_are_refused(registry, value):
+    from laminae.errors import SpecError
+
+    with pytest.raises(SpecError, match="'lr' must be finite"):
+        registry.create("optimizers", {"type": "sgd", "lr": value})
+
+
+def test_plugin_that_registers_nothing_is_failed():
+    import types
+
+    import laminae
+
+    registry = laminae.make_registry(plugins=[types.ModuleType("empty")], autoload=False)
+    info = next(p for p in registry.plugins if p.name == "empty")
+    assert (info.status, info.reason) == ("failed", "registers nothing (no laminae hook in it registered a class)")

@@ -1,0 +1,233 @@
+"""Laminae against PyTorch and the classic tutorial code, in one process.
+
+    python benchmarks/run.py [--batches N] [--networks dnn,simple_cnn] [--data-dir ../shared/data]
+
+Each network trains the same number of mini-batches in each framework, the
+frameworks taking turns for several rounds; the best round of each is kept,
+because on a shared machine noise only ever makes a run slower.  See
+benchmarks/README.md for what the columns mean.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _threads_flag() -> int:
+    """``--threads``, read before numpy is imported: its BLAS fixes its pool size at import."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--threads", type=int, default=2)
+    return pre.parse_known_args()[0].threads
+
+
+THREADS = _threads_flag()
+os.environ["OPENBLAS_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(THREADS)
+
+import numpy as np  # noqa: E402
+
+import gemm_peak  # noqa: E402
+import laminae  # noqa: E402
+import laminae_models as lm  # noqa: E402
+import tutorial_numpy  # noqa: E402
+
+try:
+    import torch_models
+except ImportError:  # torch is the optional `bench` extra
+    torch_models = None
+
+TARGETS = {"dnn": 2.0, "simple_cnn": 2.0}
+"""Laminae/PyTorch throughput each network should reach; every other: 1.0."""
+TUTORIAL_TARGET, PEAK_TARGET, RSS_TARGET_MB = 10.0, 0.40, 1536
+
+
+def load_data(data_dir: str | None, full: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
+    """MNIST training images from ``data_dir``, else the bundled sample, else noise."""
+    from laminae.registry import make_registry
+
+    registry = make_registry()
+    attempts = [("mnist", {"download": False}, [data_dir])] if data_dir and full else []
+    attempts.append(("mnist-sample", {}, []))
+    for name, options, roots in attempts:
+        try:
+            splits = registry.create("datasets", {"type": name, **options}).load(roots)
+            return splits.train.x, splits.train.y, splits.source
+        except Exception as exc:  # noqa: BLE001 - any failure means: try the next source
+            print(f"({name} unavailable: {exc})", file=sys.stderr)
+    rng = np.random.default_rng(0)
+    return rng.random((5000, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 5000), "random data (no MNIST found)"
+
+
+class Contenders:
+    """One network in each framework, all from the same spec and initial weights."""
+
+    def __init__(self, spec: dict, x: np.ndarray, y: np.ndarray, batch: int, with_torch: bool) -> None:
+        self.batch, self.x, self.y = batch, x, y
+        self.model = laminae.build(spec)
+        loss, sgd = lm.hyperparameters(spec)
+        self.runs = {"laminae": lambda: lm.train(self.model, x, y, batch, seed=0)}
+        if with_torch:
+            self.torch = torch_models.TorchTrainer(self.model.network, loss, sgd)
+            self.runs["torch"] = lambda: self.torch.train(x, y, batch)
+        try:
+            self.tutorial = tutorial_numpy.from_layers(lm.layer_fields(self.model.network), loss, sgd)
+        except (NotImplementedError, KeyError):
+            self.tutorial = None
+        else:
+            x64, rng = x.astype(np.float64), np.random.default_rng(0)
+            self.runs["tutorial"] = lambda: self.tutorial.train(x64, y, batch, rng)
+
+    def initial_losses(self) -> dict[str, float]:
+        """Each twin's loss on the first batch before training: equal if the translation is right."""
+        xb, yb = self.x[: self.batch], self.y[: self.batch]
+        out = {"laminae": self.model.loss.forward(self.model.network.forward(xb), yb)}
+        if "torch" in self.runs:
+            import torch
+
+            with torch.no_grad():
+                out["torch"] = float(self.torch.loss(self.torch.model(torch.from_numpy(xb)), torch.from_numpy(yb)))
+        if self.tutorial is not None:
+            out["tutorial"] = float(self.tutorial.loss(xb.astype(np.float64), yb))
+        return out
+
+    def best_seconds(self, rounds: int) -> dict[str, float]:
+        best = dict.fromkeys(self.runs, float("inf"))
+        for _ in range(rounds):
+            for name, run in self.runs.items():
+                start = time.perf_counter()
+                run()
+                best[name] = min(best[name], time.perf_counter() - start)
+        return best
+
+
+def profile_laminae(contenders: Contenders, lines: int = 15) -> str:
+    profiler = cProfile.Profile()
+    profiler.runcall(contenders.runs["laminae"])
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).strip_dirs().sort_stats("tottime").print_stats(lines)
+    return text.getvalue()
+
+
+def rss_worker(args: argparse.Namespace) -> None:
+    """Child process: train one network on the full data set, then report peak RSS (MB)."""
+    spec = lm.load_specs(args.models)[args.rss_worker]
+    x, y, _ = load_data(args.data_dir)
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    lm.train(laminae.build(spec), x, y, spec["train"]["batch_size"], seed=0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{peak:.0f} {loaded:.0f} {len(x)} {time.perf_counter() - start:.1f}")
+
+
+def measure_rss(args: argparse.Namespace, network: str) -> str:
+    command = [sys.executable, __file__, "--rss-worker", network, "--threads", str(args.threads)]
+    command += ["--data-dir", args.data_dir] if args.data_dir else []
+    command += ["--models", str(args.models)] if args.models else []
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        return f"peak RSS: measurement failed: {result.stderr.strip().splitlines()[-1:]}"
+    peak, loaded, samples, seconds = result.stdout.split()
+    verdict = "meets" if float(peak) < RSS_TARGET_MB else "MISSES"
+    return (f"peak RSS, Laminae {network}, one epoch of {samples} samples in its own process: {peak} MB"
+            f" ({loaded} MB after loading the data; {seconds} s) - {verdict} the < {RSS_TARGET_MB} MB target")
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, default=50, help="mini-batches per timed run (default 50)")
+    parser.add_argument("--threads", type=int, default=THREADS, help="BLAS and PyTorch threads (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best is kept (default 3)")
+    parser.add_argument("--networks", default=",".join(lm.NETWORKS), help="comma-separated models.toml names")
+    parser.add_argument("--data-dir", help="folder holding mnist/ (default: the bundled 5,000-digit sample)")
+    parser.add_argument("--models", type=Path, help="models.toml to read (default: the project's)")
+    parser.add_argument("--no-torch", action="store_true", help="Laminae and the tutorial code only")
+    parser.add_argument("--no-rss", action="store_true", help="skip the full-epoch peak-memory run")
+    parser.add_argument("--profile", action="store_true", help="print the top 15 functions of each Laminae run")
+    parser.add_argument("--rss-worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rss_worker:
+        rss_worker(args)
+        return 0
+
+    with_torch = torch_models is not None and not args.no_torch
+    specs = lm.load_specs(args.models)
+    x, y, source = load_data(args.data_dir)
+    peak = gemm_peak.gemm_peak()
+    print(f"data: {source}; numpy {np.__version__}", end="")
+    if with_torch:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        print(f"; torch {torch.__version__}, {torch.get_num_threads()} threads", end="")
+    else:
+        print("; PyTorch not installed (pip install '.[bench]'): Laminae and tutorial only", end="")
+    print(f"\nbest of {args.rounds} alternating rounds of {args.batches} batches each\n")
+
+    rows, misses = [], []
+    for name in args.networks.split(","):
+        spec = specs[name]
+        batch = spec["train"]["batch_size"]
+        batches = min(args.batches, len(x) // batch)
+        contenders = Contenders(spec, x[: batches * batch], y[: batches * batch], batch, with_torch)
+        losses = contenders.initial_losses()
+        if max(losses.values()) - min(losses.values()) > 1e-3 * max(1.0, abs(losses["laminae"])):
+            print(f"WARNING {name}: the twins disagree on the initial loss {losses}")
+        for run in contenders.runs.values():  # warm-up, a whole run: PyTorch takes a while to settle
+            run()
+        seconds = contenders.best_seconds(args.rounds)
+        rate = {k: batches * batch / s for k, s in seconds.items()}
+        fraction = None
+        if "conv" in contenders.model.network.names:
+            fraction = gemm_peak.step_flops(contenders.model.network, batch) * batches / seconds["laminae"] / peak
+        rows.append((name, batch, rate, fraction))
+        if args.profile:
+            print(f"--- profile: Laminae {name}, {batches} batches ---\n{profile_laminae(contenders)}")
+        misses += check_targets(name, rate, fraction)
+        print(f"({name} done)", file=sys.stderr)
+
+    peak_after = gemm_peak.gemm_peak()
+    print_table(rows)
+    print(f"\nfloat32 GEMM peak (2048^3 np.matmul, best of 5, before/after): {peak / 1e9:.1f} / {peak_after / 1e9:.1f} GFLOP/s")
+    if not args.no_rss:
+        print(measure_rss(args, "simple_cnn"))
+    print("targets missed: " + ("; ".join(misses) if misses else "none"))
+    return 0
+
+
+def check_targets(name: str, rate: dict[str, float], fraction: float | None) -> list[str]:
+    misses = []
+    target = TARGETS.get(name, 1.0)
+    if "torch" in rate and rate["laminae"] < target * rate["torch"]:
+        misses.append(f"{name} {rate['laminae'] / rate['torch']:.2f}x PyTorch < {target}x")
+    if name == "simple_cnn" and "tutorial" in rate and rate["laminae"] < TUTORIAL_TARGET * rate["tutorial"]:
+        misses.append(f"{name} {rate['laminae'] / rate['tutorial']:.1f}x tutorial < {TUTORIAL_TARGET}x")
+    if fraction is not None and fraction < PEAK_TARGET:
+        misses.append(f"{name} {fraction:.0%} of GEMM peak < {PEAK_TARGET:.0%}")
+    return misses
+
+
+def print_table(rows: list) -> None:
+    header = ("network", "batch", "Laminae/s", "PyTorch/s", "L/PyTorch", "tutorial/s", "L/tutorial", "GEMM peak")
+    lines = [header]
+    for name, batch, rate, fraction in rows:
+        lam, tor, tut = rate["laminae"], rate.get("torch"), rate.get("tutorial")
+        lines.append((name, str(batch), f"{lam:,.0f}", f"{tor:,.0f}" if tor else "-", ratio(lam, tor),
+                      f"{tut:,.0f}" if tut else "-", ratio(lam, tut), f"{fraction:.0%}" if fraction else "-"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

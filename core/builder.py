@@ -1,0 +1,142 @@
+"""From a spec (a TOML file, a parsed document, one model's dict) to a :class:`Model`.
+
+A resolved spec is the contract with checkpoints: ``build(model.spec)``
+rebuilds the same model, parameters included, because the parameters are
+drawn from ``train.seed``.  When a whole document is given, every model in
+it is validated and built (shapes are only known by building) before the
+wanted one is returned, so a file either works as a whole or not at all.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from laminae.errors import SpecError, location
+from laminae.model import Model, TrainConfig
+from laminae.network import Network
+from laminae.registry import Registry, make_registry
+from laminae.spec import TOP_KEYS, read_toml, resolve_document, resolve_model, with_train_overrides
+from laminae.suggest import did_you_mean
+
+
+def build(
+    spec: Mapping[str, Any],
+    *,
+    registry: Registry | None = None,
+    source: str = "<dict>",
+    name: str | None = None,
+    train_overrides: Mapping[str, Any] | None = None,
+) -> Model:
+    """Build one model from a resolved spec, a model table, or a whole document.
+
+    A document (a dict with ``models``) needs ``name`` unless it holds one
+    model.  ``train_overrides`` are TrainConfig keys merged over the model's
+    ``[train]`` table before the network draws its parameters.
+    """
+    registry = registry if registry is not None else make_registry()
+    if not isinstance(spec, Mapping):
+        raise SpecError(f"{source}: a spec must be a table (dict), got {type(spec).__name__}")
+    if any(key in spec for key in TOP_KEYS):
+        models = build_document(spec, registry=registry, source=source)
+        model = models[_pick(name, list(models), source)]
+        if not train_overrides:
+            return model
+        resolved = model.spec
+    else:
+        name = _model_name(spec, name, source)
+        resolved = resolve_model(name, spec, registry, source)
+    return build_resolved(with_train_overrides(resolved, train_overrides, registry, source), registry, source)
+
+
+def from_toml(
+    path: str | Path,
+    name: str,
+    *,
+    registry: Registry | None = None,
+    train_overrides: Mapping[str, Any] | None = None,
+) -> Model:
+    """Build the model ``name`` of a TOML file, after validating every model in it."""
+    return build(read_toml(path), registry=registry, source=str(path), name=name, train_overrides=train_overrides)
+
+
+def load_models(path: str | Path, *, registry: Registry | None = None) -> dict[str, dict[str, Any]]:
+    """Each model of a file as its resolved spec (``extends`` applied, ``train`` complete)."""
+    models = build_document(read_toml(path), registry=registry, source=str(path))
+    return {name: model.spec for name, model in models.items()}
+
+
+def build_document(
+    doc: Mapping[str, Any], *, registry: Registry | None = None, source: str = "<dict>"
+) -> dict[str, Model]:
+    """Every model of a parsed file, in file order; the first mistake stops it."""
+    registry = registry if registry is not None else make_registry()
+    resolved = resolve_document(doc, registry, source)
+    return {name: build_resolved(spec, registry, source) for name, spec in resolved.items()}
+
+
+def build_resolved(spec: Mapping[str, Any], registry: Registry, source: str = "<dict>") -> Model:
+    """A model from a spec that :mod:`laminae.spec` has already validated."""
+    layers = [registry.create("layers", layer) for layer in spec["layers"]]
+    train = TrainConfig(**spec["train"])
+    where = f"{source}: model {spec['name']!r}"
+    try:
+        with location(where, sep=", "):
+            network = Network(
+                layers,
+                spec["input"],
+                seed=train.seed,
+                registry=registry,
+                names=[layer["type"] for layer in spec["layers"]],
+            )
+    except (MemoryError, ValueError) as exc:
+        if not _too_big(exc):
+            raise
+        raise SpecError(f"{where}, {_layer_of(exc)}: its parameters cannot be allocated: {_one_line(exc)}") from exc
+    return Model(
+        network=network,
+        loss=registry.create("losses", spec["loss"]),
+        optimizer=registry.create("optimizers", spec["optimizer"]),
+        spec=dict(spec),
+        train_config=train,
+        name=spec["name"],
+    )
+
+
+def _pick(name: str | None, names: list[str], source: str) -> str:
+    if name is None:
+        if len(names) == 1:
+            return names[0]
+        raise SpecError(f"{source}: several models, name one of: {', '.join(names)}")
+    if name not in names:
+        raise SpecError(f"{source}: no model {name!r}{did_you_mean(name, names)} (models: {', '.join(names)})")
+    return name
+
+
+def _model_name(spec: Mapping[str, Any], name: str | None, source: str) -> str:
+    """The explicit name, else the resolved spec's own ``name``, else ``"model"``."""
+    if name is not None:
+        return name
+    stored = spec.get("name", "model")
+    if not isinstance(stored, str) or not stored:
+        raise SpecError(f"{source}: 'name' must be a non-empty string, got {stored!r}")
+    return stored
+
+
+NUMPY_TOO_BIG = ("array is too big", "Maximum allowed dimension exceeded")
+"""How numpy says an array is beyond any memory, when it does not say MemoryError."""
+
+
+def _too_big(exc: BaseException) -> bool:
+    """An allocation that a spec's sizes made impossible: the spec's fault, not the layer's."""
+    return isinstance(exc, MemoryError) or str(exc).startswith(NUMPY_TOO_BIG)
+
+
+def _layer_of(exc: BaseException) -> str:
+    """``layer 3 (conv)``, from the note :class:`Network` adds to a layer's own exceptions."""
+    notes = [note for note in getattr(exc, "__notes__", []) if note.startswith("(raised in layer ")]
+    return notes[0].removeprefix("(raised in ").removesuffix(")") if notes else "network"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,239 @@
+"""One ``.npz`` file that holds everything needed to use or resume a model.
+
+Arrays are stored under stable names (``param/3.W``, ``optim/velocity/3.W``)
+next to one JSON entry, ``meta``, kept as uint8 bytes: the resolved spec (so
+no TOML file is needed to rebuild the model), where training stands, and the
+versions of Laminae and of the plugins that provide the model's types.
+Nothing is pickled, and files are read with ``allow_pickle=False``: a
+checkpoint may come from anyone, and unpickling runs their code.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import attrs
+import numpy as np
+
+from laminae.errors import CheckpointError, LaminaeError
+
+if TYPE_CHECKING:
+    from laminae.model import Model
+    from laminae.network import Network
+    from laminae.registry import Registry
+
+CHECKPOINT_FILE = "model.npz"
+"""The checkpoint's name inside a run directory."""
+FORMAT = "laminae.checkpoint"
+FORMAT_VERSION = 1
+META = "meta"
+PARAM = "param/"
+OPTIM = "optim/"
+ZIP_MAGIC = b"PK\x03\x04"
+"""How every ``.npz`` begins: anything else is refused before numpy could unpickle it."""
+
+
+@attrs.frozen(eq=False)
+class Checkpoint:
+    """A loaded checkpoint: the rebuilt model, and where its training stopped (None if never trained)."""
+
+    model: Model
+    training: dict[str, Any] | None
+    path: Path
+
+
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """``path`` itself, or the checkpoint inside it when it is a run directory."""
+    path = Path(path)
+    return path / CHECKPOINT_FILE if path.is_dir() else path
+
+
+def save(
+    model: Model,
+    path: str | os.PathLike,
+    *,
+    training: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
+) -> Path:
+    """Write ``model`` (and the training position) atomically to ``path``."""
+    from laminae import __version__
+
+    path = Path(path)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "laminae_version": __version__,
+        "plugins": plugin_versions(model.spec, registry),
+        "name": model.name,
+        "spec": model.spec,
+        "training": None if training is None else dict(training),
+    }
+    arrays = {PARAM + name: array for name, array in model.network.params.items()}
+    arrays.update((OPTIM + name, array) for name, array in model.optimizer.state_dict().items())
+    arrays[META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    atomic_write(path, lambda file: np.savez(file, **arrays))
+    return path
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``.
+
+    A crash, a full disk or a second Ctrl-C mid-write leaves the previous
+    file whole, never half of a new one; renaming within one folder is atomic.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def plugin_versions(spec: Mapping[str, Any], registry: Registry | None = None) -> dict[str, dict[str, str]]:
+    """``{"layer:conv": {"plugin": ..., "version": ...}}`` for every type the spec names."""
+    registry = registry or _default_registry()
+    from laminae.fields import hyperparameters, key_of
+    from laminae.spec import INITIALIZER
+
+    wanted: list[tuple[str, Any]] = [("losses", spec["loss"]), ("optimizers", spec["optimizer"])]
+    for layer in spec["layers"]:
+        wanted.append(("layers", layer))
+        cls = registry.classes["layers"].get(layer["type"])
+        for field in hyperparameters(cls) if cls is not None else ():
+            if field.metadata.get("laminae") == INITIALIZER:
+                wanted.append(("initializers", layer.get(key_of(field), field.default)))
+    wanted.append(("datasets", spec.get("train", {}).get("dataset")))
+    versions = {p.name: p.version for p in registry.plugins}
+    found: dict[str, dict[str, str]] = {}
+    for kind, table in wanted:
+        name = table.get("type") if isinstance(table, Mapping) else table
+        owner = registry.owners.get((kind, name))
+        if owner is not None:
+            found[f"{kind}:{name}"] = {"plugin": owner, "version": versions.get(owner, "?")}
+    return found
+
+
+def _default_registry() -> Registry:
+    from laminae.registry import make_registry
+
+    return make_registry()
+
+
+def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Model:
+    """The model saved at ``path`` (a ``.npz`` file or a run directory), ready to use."""
+    return read(path, registry=registry).model
+
+
+def read(path: str | os.PathLike, *, registry: Registry | None = None) -> Checkpoint:
+    """Rebuild the model from the stored spec, then copy the stored arrays into it."""
+    path = checkpoint_path(path)
+    arrays, meta = _read_arrays(path)
+    from laminae import build
+
+    try:
+        model = build(meta["spec"], registry=registry, source=str(path), name=meta.get("name"))
+    except LaminaeError as err:
+        raise CheckpointError(f"{err.message}{_needed_plugins(meta, err)}") from None
+    params = {k.removeprefix(PARAM): v for k, v in arrays.items() if k.startswith(PARAM)}
+    unexpected = [k for k in arrays if k != META and not k.startswith((PARAM, OPTIM))]
+    problems = [f"unexpected array {k!r}" for k in unexpected] + parameter_problems(model.network, params)
+    if problems:
+        raise CheckpointError(f"{path}: " + "; ".join(problems))
+    for name, array in params.items():
+        model.network.params[name][...] = array
+    try:
+        model.optimizer.load_state_dict({k.removeprefix(OPTIM): v for k, v in arrays.items() if k.startswith(OPTIM)})
+    except LaminaeError as err:
+        raise CheckpointError(f"{path}: optimizer state: {err.message}") from None
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: optimizer state does not fit the optimizer: {exc}") from None
+    return Checkpoint(model, meta.get("training"), path)
+
+
+def parameter_problems(network: Network, stored: Mapping[str, np.ndarray]) -> list[str]:
+    """What keeps ``stored`` from filling ``network``, one phrase per layer and parameter."""
+    problems = []
+    for name in sorted(stored.keys() | network.params.keys(), key=_param_order):
+        index, _, param = name.partition(".")
+        where = _layer_label(network, index)
+        if name not in network.params:
+            problems.append(f"{where}: unexpected parameter {param!r}")
+        elif name not in stored:
+            problems.append(f"{where}: parameter {param!r} is missing")
+        elif stored[name].shape != network.params[name].shape:
+            problems.append(
+                f"{where}: parameter {param!r} has shape {stored[name].shape}, expected {network.params[name].shape}"
+            )
+    return problems
+
+
+def _param_order(name: str) -> tuple[int, str]:
+    index, _, param = name.partition(".")
+    return (int(index) if index.isdigit() else -1, param)
+
+
+def _layer_label(network: Network, index: str) -> str:
+    if index.isdigit() and int(index) < len(network.layers):
+        return f"layer {index} ({network.names[int(index)]})"
+    return f"layer {index} (not in the model)"
+
+
+def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every array and the decoded ``meta``, or a one-line CheckpointError naming the file."""
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(len(ZIP_MAGIC))
+        if magic != ZIP_MAGIC:
+            raise CheckpointError(f"{path}: not a Laminae checkpoint (not an .npz archive)")
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory without a {CHECKPOINT_FILE}") from None
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise CheckpointError(f"{path}: holds pickled Python objects, which are refused") from None
+        raise CheckpointError(f"{path}: not a Laminae checkpoint or corrupt ({_one_line(exc)})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise CheckpointError(f"{path}: not a Laminae checkpoint or corrupt ({_one_line(exc)})") from None
+    raw = arrays.pop(META, None)
+    if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
+        raise CheckpointError(f"{path}: not a Laminae checkpoint (no '{META}' entry)")
+    try:
+        meta = json.loads(raw.tobytes().decode())
+    except (UnicodeDecodeError, ValueError):
+        raise CheckpointError(f"{path}: corrupt checkpoint (its '{META}' entry is not valid JSON)") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("spec"), dict):
+        raise CheckpointError(f"{path}: not a Laminae checkpoint (its '{META}' entry is not one)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {meta.get('format_version')!r} is not supported"
+            f" (this Laminae reads format {FORMAT_VERSION})"
+        )
+    return arrays, meta
+
+
+def _needed_plugins(meta: Mapping[str, Any], err: LaminaeError) -> str:
+    """Which plugin (and version) wrote the types the rebuild could not find."""
+    needed = [
+        f"{key.partition(':')[2]!r} from plugin {info['plugin']!r} {info['version']}"
+        for key, info in meta.get("plugins", {}).items()
+        if f"'{key.partition(':')[2]}'" in err.message
+    ]
+    return f" (the checkpoint was written with {', '.join(needed)})" if needed else ""
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,56 @@
+"""``laminae plot RUN_DIR``: the loss and accuracy curves of a run, as a PNG.
+
+It reads only ``metrics.csv``, so it works on a run still in progress.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from laminae.metrics import METRICS_FILE, EpochMetrics, read_log
+
+HELP = "draw a run's loss and accuracy curves to a PNG (needs laminae[plot])"
+EXAMPLE = "laminae plot runs/quickstart-20240101-120000"
+PLOT_FILE = "curves.png"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holding metrics.csv)")
+    parser.add_argument("--out", metavar="PNG", help=f"where to write the image (default: RUN_DIR/{PLOT_FILE})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from laminae.extras import require
+
+    figure_module = require("matplotlib.figure", "plot", "plotting")
+    run_dir = Path(args.run_dir)
+    rows = read_log(run_dir / METRICS_FILE)
+    out = Path(args.out) if args.out else run_dir / PLOT_FILE
+    figure = figure_module.Figure(figsize=(10, 4), layout="constrained")
+    draw(figure, rows, run_dir.name)
+    figure.savefig(out, dpi=100)
+    print(out)
+    return 0
+
+
+def draw(figure, rows: list[EpochMetrics], title: str) -> None:
+    """Loss on the left, accuracies on the right; splits that were not measured are left out."""
+    epochs = [m.epoch for m in rows]
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    loss_axes.plot(epochs, [m.train_loss for m in rows], marker="o", label="train")
+    loss_axes.set(xlabel="epoch", ylabel="loss", title=f"{title}: training loss")
+    series = {
+        "train": [m.train_accuracy for m in rows],
+        "validation": [m.val_accuracy for m in rows],
+        "test": [m.test_accuracy for m in rows],
+    }
+    for label, values in series.items():
+        if any(v is not None for v in values):
+            accuracy_axes.plot(epochs, [float("nan") if v is None else v for v in values], marker="o", label=label)
+    accuracy_axes.set(xlabel="epoch", ylabel="accuracy", title=f"{title}: accuracy")
+    from matplotlib.ticker import MaxNLocator
+
+    for axes in (loss_axes, accuracy_axes):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+        axes.legend()

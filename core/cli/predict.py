@@ -1,0 +1,79 @@
+"""``laminae predict CHECKPOINT IMAGE...``: classify PNG images or ``.npy`` arrays.
+
+Images must already have the model's input size (28x28 for MNIST models);
+they are read as grey levels scaled to [0, 1], the form every data set
+plugin hands to training.  ``.npy`` files are read without unpickling.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from laminae.cli import plugin_options, registry_from
+from laminae.errors import DataError
+
+HELP = "classify PNG images or .npy arrays with a checkpoint"
+EXAMPLE = "laminae predict runs/quickstart-20240101-120000 digit.png sample.npy"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a model.npz file, or a run directory holding one")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="a grey PNG image or a .npy array")
+    plugin_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from laminae.checkpoint import load
+
+    model = load(args.checkpoint, registry=registry_from(args))
+    shape = model.network.input_shape
+    samples = np.stack([read_sample(Path(path), shape) for path in args.images])
+    probabilities = model.predict_proba(samples)
+    for path, row in zip(args.images, probabilities):
+        label = int(row.argmax())
+        print(f"{path}: {label} ({row[label]:.4f})")
+    return 0
+
+
+def read_sample(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """One sample of ``shape`` as float32 in [0, 1], from a PNG or a ``.npy`` file."""
+    pixels = _read_npy(path) if path.suffix.lower() == ".npy" else _read_image(path)
+    if pixels.dtype == np.uint8:
+        pixels = pixels.astype(np.float32) / 255
+    elif np.issubdtype(pixels.dtype, np.floating) or np.issubdtype(pixels.dtype, np.integer):
+        pixels = pixels.astype(np.float32)
+    else:
+        raise DataError(f"{path}: expected a numeric array, got {pixels.dtype}")
+    if pixels.size != int(np.prod(shape)) or pixels.shape[-2:] != shape[-2:]:
+        raise DataError(f"{path}: has shape {pixels.shape}, but the model expects {shape}")
+    if not (np.isfinite(pixels).all() and pixels.min() >= 0 and pixels.max() <= 1):
+        raise DataError(f"{path}: values must lie in [0, 1] (or be uint8 grey levels)")
+    return pixels.reshape(shape)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (ValueError, OSError, EOFError) as exc:
+        reason = "it holds pickled Python objects, which are refused" if "allow_pickle" in str(exc) else exc
+        raise DataError(f"{path}: not a readable .npy array ({reason})") from None
+    if not isinstance(array, np.ndarray):
+        raise DataError(f"{path}: an .npz archive, expected a single .npy array")
+    return array
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from laminae.extras import require
+
+    image_module = require("PIL.Image", "images", "reading images")
+    try:
+        with image_module.open(path) as image:
+            return np.asarray(image.convert("L"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable image ({' '.join(str(exc).split())})") from None

@@ -1,0 +1,117 @@
+"""``laminae train FILE NAME``: train a model of a TOML file into a run directory.
+
+The run directory holds ``model.npz`` (rewritten after every epoch),
+``metrics.csv`` and ``spec.json``.  Ctrl-C or SIGTERM stops after the current
+batch, saves, prints how to resume and exits with 128 + the signal number
+(130 for Ctrl-C); ``--resume RUN_DIR`` continues to the same weights, bit
+for bit, as a run never stopped.  The last line printed is always the final
+test accuracy, so scripts can read it with ``tail -n 1``.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from pathlib import Path
+
+from laminae.cli import plugin_options, registry_from
+from laminae.errors import SpecError, TrainingError
+
+HELP = "train a model of a TOML file and report its test accuracy"
+EXAMPLE = "laminae train models.toml quickstart --epochs 1"
+
+OVERRIDES = ("epochs", "batch_size", "seed", "dataset")
+"""The flags that override the model's [train] table key for key."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", nargs="?", help="the TOML file of models (not needed with --resume)")
+    parser.add_argument("name", nargs="?", help="the model to train")
+    parser.add_argument("--epochs", type=int, metavar="N", help="train for N epochs (with --resume: in all)")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="samples per mini-batch")
+    parser.add_argument("--seed", type=int, metavar="N", help="seed of the initial weights and the batch order")
+    parser.add_argument("--dataset", metavar="NAME", help="a registered data set (see `laminae plugins`)")
+    data_dir_option(parser)
+    parser.add_argument("--out", metavar="RUN_DIR", help="the run directory (default: runs/NAME-<timestamp>)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR")
+    parser.add_argument("--quiet", action="store_true", help="print only the final test accuracy")
+    plugin_options(parser)
+
+
+def data_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", metavar="DIR", help="look for data sets in DIR first (then $LAMINAE_DATA, the cache)")
+
+
+def load_splits(registry, dataset: str, data_dir: str | None, validation: int = 0, seed: int = 0):
+    """The data set's splits, with ``validation`` training samples held out."""
+    from laminae.data import data_roots
+
+    splits = registry.create("datasets", dataset).load(data_roots(data_dir))
+    return splits.hold_out(validation, seed)
+
+
+def run(args: argparse.Namespace) -> int:
+    import laminae
+    from laminae import checkpoint
+    from laminae.training import TrainingState
+
+    registry = registry_from(args)
+    overrides = {key: getattr(args, key) for key in OVERRIDES if getattr(args, key) is not None}
+    if args.resume is not None:
+        if args.file is not None or args.out is not None:
+            raise SpecError("--resume RUN_DIR continues that run: give no FILE, NAME or --out with it")
+        resumed = checkpoint.read(args.resume, registry=registry)
+        if resumed.training is None:
+            raise TrainingError(f"{resumed.path}: holds no training position (saved with Model.save?); nothing to resume")
+        model, state = resumed.model, TrainingState.from_json(resumed.training)
+        run_dir = Path(args.resume)
+    else:
+        if args.file is None or args.name is None:
+            raise SpecError("give a TOML FILE and a model NAME (or --resume RUN_DIR)")
+        model = laminae.from_toml(args.file, args.name, registry=registry, train_overrides=overrides)
+        state = None
+        run_dir = Path(args.out) if args.out is not None else _new_run_dir(args.name)
+    config = model.train_config
+    splits = load_splits(registry, args.dataset or config.dataset, args.data_dir, config.validation, config.seed)
+    validation = None if splits.validation is None else (splits.validation.x, splits.validation.y)
+    epochs = (args.epochs or state.epochs) if state is not None else config.epochs
+    if not args.quiet:
+        print(f"training {model.name} on {splits.source}; run directory {run_dir}", flush=True)
+    result = model.fit(
+        splits.train.x,
+        splits.train.y,
+        # Without --resume these flags already went into the spec through train_overrides.
+        epochs=args.epochs if state is not None else None,
+        batch_size=args.batch_size if state is not None else None,
+        seed=args.seed if state is not None else None,
+        validation_data=None if splits.validation is None else (splits.validation.x, splits.validation.y),
+        test_data=(splits.test.x, splits.test.y),
+        progress=False if args.quiet else None,
+        run_dir=run_dir,
+        resume=state,
+        on_epoch=None if args.quiet else lambda row: print(row.summary(epochs), flush=True),
+        registry=registry,
+    )
+    if result.interrupted:
+        print(f"interrupted ({result.stopped_by}) at epoch {result.state.epoch + 1}, batch {result.state.batch};"
+              f" checkpoint saved to {result.checkpoint}")
+        print(f"resume with: laminae train --resume {run_dir}")
+        return 128 + int(signal.Signals[result.stopped_by])
+    if result.history:
+        accuracy = result.history[-1].test_accuracy
+    else:
+        accuracy = model.evaluate(splits.test.x, splits.test.y)[1]
+    if not args.quiet:
+        print(f"checkpoint: {result.checkpoint}")
+    print(f"test accuracy: {accuracy:.4f} ({round(accuracy * len(splits.test))}/{len(splits.test)})")
+    return 0
+
+
+def _new_run_dir(name: str) -> Path:
+    """``runs/NAME-<timestamp>``, with a suffix if two runs start in the same second."""
+    base = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path

@@ -1,0 +1,269 @@
+"""The model file schema: from TOML text to validated, resolved, JSON-able specs.
+
+Everything a user can get wrong in a file is found here, before a single
+parameter is allocated, and reported as one line that names the file, the
+model, the layer and the key.  The key sets are fixed: a table's ``type``
+picks a registered class and its other keys are that class's attrs init
+fields, so no key can make Laminae import or run code.  Shapes are the one
+thing checked later, by building the network (see :mod:`laminae.builder`).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from laminae.errors import SpecError, location
+from laminae.fields import hyperparameters, instantiate, key_of
+from laminae.model import TrainConfig
+from laminae.registry import Registry
+from laminae.suggest import did_you_mean
+
+SCHEMA_VERSION = 1
+"""The only ``schema`` this version reads; a file without ``schema`` is read as 1."""
+
+TOP_KEYS = ("schema", "models")
+MODEL_KEYS = ("description", "extends", "input", "layers", "loss", "optimizer", "train")
+REQUIRED_MODEL_KEYS = ("input", "layers", "loss", "optimizer")
+RESOLVED_KEYS = ("name", "description", "input", "layers", "loss", "optimizer", "train")
+"""The keys of a resolved spec: what checkpoints store and ``build`` accepts back."""
+
+INITIALIZER = "initializer"
+"""The ``metadata={"laminae": ...}`` value that marks a field holding an initializer."""
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The parsed file, or a one-line SpecError naming the path (and line and column)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read: {exc}") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: invalid TOML: {exc}") from exc
+
+
+def resolve_document(doc: Mapping[str, Any], registry: Registry, source: str) -> dict[str, dict[str, Any]]:
+    """Every model of a parsed file, resolved and validated, in file order.
+
+    All models are checked before the caller builds any, so a mistake in
+    the last model of a file is reported even when the first is wanted.
+    """
+    models = _models_table(doc, source)
+    for name, raw in models.items():
+        with location(f"{source}: model {name!r}"):
+            check_keys(raw, MODEL_KEYS)
+    merged = {name: _apply_extends(name, models, source) for name in models}
+    return {name: resolve_model(name, raw, registry, source) for name, raw in merged.items()}
+
+
+def resolve_model(
+    name: str, raw: Mapping[str, Any], registry: Registry, source: str = "<dict>"
+) -> dict[str, Any]:
+    """One model's table (``extends`` already applied) as a validated resolved spec."""
+    where = f"{source}: model {name!r}"
+    with location(where):
+        description, input_shape, layers = _model_outline(raw)
+    resolved_layers = []
+    for index, layer in enumerate(layers):
+        kind = layer.get("type")
+        named = f" ({kind})" if isinstance(kind, str) else ""
+        resolved_layers.append(_component(registry, "layers", layer, f"{where}, layer {index}{named}"))
+    parts = {}
+    for key, kind in (("loss", "losses"), ("optimizer", "optimizers")):
+        with location(where):
+            table = _table(raw[key], key)
+        parts[key] = _component(registry, kind, table, f"{where}, {key}")
+    with location(f"{where}, train"):
+        train = raw.get("train", {})
+        if not isinstance(train, Mapping):
+            raise SpecError(f"must be a table, got {_shown(train)}")
+        train = resolve_train(train, registry)
+    return {
+        "name": name,
+        "description": description,
+        "input": list(input_shape),
+        "layers": resolved_layers,
+        **parts,
+        "train": train,
+    }
+
+
+def _model_outline(raw: Mapping[str, Any]) -> tuple[str, tuple[int, ...], list[Mapping[str, Any]]]:
+    """The model-level keys checked: its description, input shape and list of layer tables."""
+    check_keys(raw, (*MODEL_KEYS, "name"))
+    if "extends" in raw:
+        raise SpecError("'extends' needs the named model in the same file or document")
+    for key in REQUIRED_MODEL_KEYS:
+        if key not in raw:
+            raise SpecError(f"missing required key {key!r}")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise SpecError(f"'description' must be a string, got {_shown(description)}")
+    layers = raw["layers"]
+    if not isinstance(layers, list) or not all(isinstance(layer, Mapping) for layer in layers):
+        raise SpecError(f"'layers' must be a list of tables, got {_shown(layers)}")
+    if not layers:
+        raise SpecError("'layers' is empty: a model needs at least one layer")
+    return description, _input_shape(raw["input"]), layers
+
+
+def resolve_train(table: Mapping[str, Any], registry: Registry) -> dict[str, Any]:
+    """A ``[train]`` table as every TrainConfig field, defaults filled in."""
+    config = instantiate(TrainConfig, table)
+    registry.get("datasets", config.dataset)
+    return attrs.asdict(config)
+
+
+def with_train_overrides(
+    spec: Mapping[str, Any], overrides: Mapping[str, Any] | None, registry: Registry, source: str = "<dict>"
+) -> dict[str, Any]:
+    """A resolved spec whose ``train`` has ``overrides`` (from command-line flags) merged over it."""
+    spec = copy.deepcopy(dict(spec))
+    if overrides:
+        with location(f"{source}: model {spec['name']!r}, train overrides"):
+            spec["train"] = resolve_train({**spec["train"], **overrides}, registry)
+    return spec
+
+
+def check_keys(table: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    """A one-line SpecError for the first key outside ``allowed``, with a suggestion."""
+    for key in table:
+        if key not in allowed:
+            raise SpecError(f"unknown key {key!r}{did_you_mean(key, allowed)} (allowed: {', '.join(allowed)})")
+
+
+def initializer_keys(cls: type) -> list[str]:
+    """The keys of ``cls`` that take an initializer (a name or a table)."""
+    return [key_of(f) for f in hyperparameters(cls) if f.metadata.get("laminae") == INITIALIZER]
+
+
+def toml_text(value: Any) -> str:
+    """``value`` as it would be written in a model file, for listings and summaries."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{key} = {toml_text(item)}" for key, item in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_text(item) for item in value) + "]"
+    return repr(value)
+
+
+def _models_table(doc: Mapping[str, Any], source: str) -> dict[str, Mapping[str, Any]]:
+    with location(source):
+        check_keys(doc, TOP_KEYS)
+        schema = doc.get("schema", SCHEMA_VERSION)
+        if type(schema) is not int or schema != SCHEMA_VERSION:
+            raise SpecError(f"unsupported schema {schema!r}: this version of Laminae reads schema = {SCHEMA_VERSION}")
+        models = doc.get("models")
+        if models is None:
+            raise SpecError("no models: add a [models.NAME] table")
+        if not isinstance(models, Mapping) or not models:
+            raise SpecError(f"'models' must be a table of [models.NAME] tables, got {_shown(models)}")
+        for name, table in models.items():
+            if not isinstance(table, Mapping):
+                raise SpecError(f"model {name!r} must be a table, got {_shown(table)}")
+    return dict(models)
+
+
+def _apply_extends(name: str, models: Mapping[str, Mapping[str, Any]], source: str) -> dict[str, Any]:
+    """The model with its ``extends`` chain merged in: tables merge, arrays replace."""
+    chain = [name]
+    table = dict(models[name])
+    merged: dict[str, Any] = {}
+    while "extends" in table:
+        parent = table.pop("extends")
+        merged = _merge(table, merged)
+        with location(f"{source}: model {chain[-1]!r}"):
+            if not isinstance(parent, str):
+                raise SpecError(f"'extends' must be a model name, got {_shown(parent)}")
+            if parent in chain:
+                raise SpecError("extends loops: " + " -> ".join([*chain, parent]))
+            if parent not in models:
+                raise SpecError(
+                    f"extends names a missing model {parent!r}{did_you_mean(parent, models)}"
+                    f" (models: {', '.join(models)})"
+                )
+        chain.append(parent)
+        table = dict(models[parent])
+    return _merge(table, merged)
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``: tables merge key by key, everything else replaces."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _component(registry: Registry, kind: str, table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Validate ``{type = ..., **fields}`` by instantiating it; return it as plain data."""
+    options = dict(table)
+    with location(where):
+        if "type" not in options:
+            raise SpecError(f"missing required key 'type' (installed: {', '.join(registry.names(kind)) or 'none'})")
+        cls = registry.get(kind, options.pop("type"))
+        _check_plain(options)
+    for key in initializer_keys(cls):
+        if key in options:
+            with location(f"{where}, {key}"):
+                _check_initializer(registry, options[key])
+    with location(where):
+        instantiate(cls, options)
+    return copy.deepcopy(dict(table))
+
+
+def _check_initializer(registry: Registry, init: Any) -> None:
+    if not isinstance(init, (str, Mapping)):
+        raise SpecError(f"an initializer is a name or a table with 'type', got {_shown(init)}")
+    registry.create("initializers", init)
+
+
+def _check_plain(value: Any, key: str | None = None) -> None:
+    """Refuse TOML dates and times: a resolved spec must survive JSON in a checkpoint."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_plain(v, k)
+    elif isinstance(value, list):
+        for item in value:
+            _check_plain(item, key)
+    elif not isinstance(value, (str, int, float, bool)):
+        raise SpecError(f"{key!r} cannot be a {type(value).__name__} (use a string, number, boolean, array or table)")
+
+
+def _table(value: Any, key: str) -> Mapping[str, Any]:
+    """A table, or a bare name as shorthand for ``{type = name}``."""
+    if isinstance(value, str):
+        return {"type": value}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{key!r} must be a table, got {_shown(value)}")
+    return value
+
+
+def _input_shape(value: Any) -> tuple[int, ...]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in value)
+    ):
+        raise SpecError(f"'input' must be a non-empty list of positive integers (one sample's shape), got {_shown(value)}")
+    return tuple(value)
+
+
+def _shown(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"

@@ -1,0 +1,254 @@
+"""The training loop: seeded mini-batches, a NaN guard, graceful stops, checkpoints.
+
+Everything that decides which numbers come out (the batch order, the
+optimizer state, the parameters) lives in :class:`TrainingState` plus the
+checkpoint's arrays, so a run stopped after any batch and resumed gives the
+same weights, bit for bit, as one that never stopped.  The per-batch path is
+kept to the work itself: no dicts built, no strings formatted, no second
+forward pass for the training accuracy.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import numpy as np
+
+from laminae import batches, checkpoint, metrics
+from laminae.errors import DataError, TrainingError
+from laminae.interrupt import GracefulStop
+from laminae.metrics import EpochMetrics
+from laminae.progress import ProgressBar
+
+if TYPE_CHECKING:
+    from laminae.model import Model
+    from laminae.registry import Registry
+
+SPEC_FILE = "spec.json"
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+@attrs.define
+class TrainingState:
+    """Where a run stands: finished epochs, batches done in the next one, and the
+    shuffle generator's state at that epoch's start, plus the running sums of
+    the unfinished epoch so its metrics come out as if never interrupted.
+
+    ``epochs``, ``batch_size``, ``seed`` and ``samples`` are the run's settings,
+    kept so that a resumed run cannot silently train differently.
+    """
+
+    epochs: int
+    batch_size: int
+    seed: int
+    samples: int
+    epoch: int = 0
+    batch: int = 0
+    rng_state: dict[str, Any] | None = None
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.epochs
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainingState:
+        return cls(**data)
+
+
+@attrs.define
+class TrainingResult:
+    """What ``fit`` returns: one :class:`EpochMetrics` per epoch it finished, and
+    whether a signal stopped it (then ``state`` resumes it: ``fit(..., resume=state)``)."""
+
+    history: list[EpochMetrics]
+    state: TrainingState
+    interrupted: bool = False
+    checkpoint: Path | None = None
+    stopped_by: str = ""
+    """The signal that stopped training early (``"SIGINT"``), if any."""
+
+
+def fit(
+    model: Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    validation_data: Arrays | None = None,
+    test_data: Arrays | None = None,
+    progress: bool | None = None,
+    run_dir: str | os.PathLike | None = None,
+    resume: TrainingState | None = None,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
+    registry: Registry | None = None,
+) -> TrainingResult:
+    """Train ``model`` in place; see :meth:`laminae.model.Model.fit`."""
+    _check_data(model, x, y, "training data")
+    for name, data in (("validation data", validation_data), ("test data", test_data)):
+        if data is not None:
+            _check_data(model, *data, name)
+    config = model.train_config
+    state = resume or TrainingState(
+        epochs=epochs or config.epochs,
+        batch_size=batch_size or config.batch_size,
+        seed=config.seed if seed is None else seed,
+        samples=len(x),
+    )
+    if resume is not None:
+        state.epochs = epochs or state.epochs
+        _check_resumable(state, len(x), batch_size, seed)
+    if state.rng_state is None:
+        state.rng_state = batches.shuffle_rng(state.seed).bit_generator.state
+    run = _RunDir(Path(run_dir), model, registry) if run_dir is not None else None
+    if run is not None:
+        run.start(state)
+    show = sys.stderr.isatty() if progress is None else progress
+    history: list[EpochMetrics] = []
+    with GracefulStop() as stop:
+        while not state.finished and not stop.requested:
+            if not _train_epoch(model, x, y, state, stop, show, run):
+                break
+            row = EpochMetrics(
+                epoch=state.epoch + 1,
+                train_loss=state.loss_sum / state.seen,
+                train_accuracy=state.correct / state.seen,
+                val_accuracy=None if validation_data is None else model.evaluate(*validation_data)[1],
+                test_accuracy=None if test_data is None else model.evaluate(*test_data)[1],
+                seconds=state.seconds,
+            )
+            _next_epoch(state)
+            history.append(row)
+            if run is not None:
+                metrics.append(run.path, row)
+                run.save(state)
+            if on_epoch is not None:
+                on_epoch(row)
+        interrupted = stop.requested and not state.finished
+        if interrupted and run is not None:
+            run.save(state)
+    saved = run.checkpoint_file if run is not None else None
+    return TrainingResult(history, state, interrupted, saved, stop.signal_name if interrupted else "")
+
+
+def _train_epoch(
+    model: Model, x: np.ndarray, y: np.ndarray, state: TrainingState, stop: GracefulStop, show: bool, run: _RunDir | None
+) -> bool:
+    """Run the rest of the current epoch; False if a signal stopped it early."""
+    network, loss_fn, optimizer = model.network, model.loss, model.optimizer
+    params, grads = network.params, network.grads
+    labels = y if y.ndim == 1 else y.argmax(axis=1)
+    rng = batches.rng_from_state(state.rng_state)
+    order = batches.epoch_order(rng, len(x))
+    size = state.batch_size
+    count = batches.batch_count(len(x), size)
+    bar = ProgressBar(state.epoch + 1, state.epochs, count, state.batch) if show else None
+    loss_sum, correct, seen = state.loss_sum, state.correct, state.seen
+    started = time.perf_counter()
+    batch = state.batch
+    try:
+        while batch < count:
+            index = order[batch * size : (batch + 1) * size]
+            output = network.forward(x[index], True)
+            loss = loss_fn.forward(output, y[index])
+            if not math.isfinite(loss):
+                raise TrainingError(
+                    f"the loss became {loss} at epoch {state.epoch + 1}, batch {batch + 1} of {count};"
+                    f" training stopped ({run.last_good() if run is not None else 'nothing was saved'})"
+                    " - try a lower learning rate"
+                )
+            correct += int(np.count_nonzero(output.argmax(axis=1) == labels[index]))
+            network.backward(loss_fn.backward())
+            optimizer.step(params, grads)
+            loss_sum += loss * len(index)
+            seen += len(index)
+            batch += 1
+            if bar is not None:
+                bar.step(loss_sum / seen, correct / seen)
+            if stop.requested:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    state.batch, state.loss_sum, state.correct, state.seen = batch, loss_sum, correct, seen
+    state.seconds += time.perf_counter() - started
+    if batch == count:
+        state.rng_state = rng.bit_generator.state
+    return batch == count
+
+
+def _next_epoch(state: TrainingState) -> None:
+    state.epoch += 1
+    state.batch, state.loss_sum, state.correct, state.seen, state.seconds = 0, 0.0, 0, 0, 0.0
+
+
+def _check_data(model: Model, x: np.ndarray, y: np.ndarray, what: str) -> None:
+    expected = model.network.input_shape
+    if x.ndim < 1 or tuple(x.shape[1:]) != expected:
+        raise DataError(f"{what}: samples have shape {tuple(x.shape[1:])}, but the model expects {expected}")
+    if len(y) != len(x):
+        raise DataError(f"{what}: {len(y)} labels for {len(x)} samples")
+    if len(x) == 0:
+        raise DataError(f"{what}: no samples")
+
+
+def _check_resumable(state: TrainingState, samples: int, batch_size: int | None, seed: int | None) -> None:
+    """Refuse what would make a resumed run differ from the one it continues."""
+    if samples != state.samples:
+        raise TrainingError(
+            f"cannot resume: the run trained on {state.samples} samples, this training set has {samples}"
+        )
+    for key, given in (("batch_size", batch_size), ("seed", seed)):
+        if given is not None and given != getattr(state, key):
+            raise TrainingError(f"cannot resume with {key} {given}: the run used {getattr(state, key)}")
+
+
+@attrs.define
+class _RunDir:
+    """A run directory: the checkpoint, ``metrics.csv`` and ``spec.json``."""
+
+    path: Path
+    model: Model
+    registry: Registry | None
+    saved: bool = False
+
+    @property
+    def checkpoint_file(self) -> Path:
+        return self.path / checkpoint.CHECKPOINT_FILE
+
+    def start(self, state: TrainingState) -> None:
+        """A fresh run rewrites ``metrics.csv``; a resumed one keeps its finished epochs."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        spec = json.dumps(self.model.spec, indent=2) + "\n"
+        checkpoint.atomic_write(self.path / SPEC_FILE, lambda file: file.write(spec.encode()))
+        kept: list[EpochMetrics] = []
+        if state.epoch or state.batch:
+            log = self.path / metrics.METRICS_FILE
+            kept = [m for m in metrics.read_log(log) if m.epoch <= state.epoch] if log.exists() else []
+            self.saved = self.checkpoint_file.exists()
+        metrics.start_log(self.path, kept)
+
+    def save(self, state: TrainingState) -> Path:
+        checkpoint.save(self.model, self.checkpoint_file, training=state.to_json(), registry=self.registry)
+        self.saved = True
+        return self.checkpoint_file
+
+    def last_good(self) -> str:
+        if self.saved:
+            return f"the last good checkpoint is {self.checkpoint_file}"
+        return "no checkpoint had been written yet"

@@ -1,0 +1,31 @@
+"""laminae-extras: the plugin that docs/plugins.md builds, step by step.
+
+This module is the entry point (``extras = "laminae_extras"``): Laminae
+imports it and calls the hooks below, and each hook registers the classes
+under the names a TOML file writes as ``type``.
+"""
+import laminae
+
+from laminae_extras.activations import LeakyReLU, Tanh
+from laminae_extras.adam import Adam
+from laminae_extras.dropout import Dropout
+from laminae_extras.uniform import Uniform
+
+__version__ = "0.1.0"
+
+
+@laminae.hookimpl
+def register_layers(register):
+    register("tanh", Tanh)
+    register("leaky_relu", LeakyReLU)
+    register("dropout", Dropout)
+
+
+@laminae.hookimpl
+def register_optimizers(register):
+    register("adam", Adam)
+
+
+@laminae.hookimpl
+def register_initializers(register):
+    register("uniform", Uniform)

@@ -1,0 +1,42 @@
+"""Inverted dropout: the scaling happens while training, so inference is a no-op."""
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+import laminae
+from laminae.validators import number
+
+
+@attrs.define(eq=False)
+class Dropout:
+    """Zeroes each input with probability ``rate`` while training and scales
+    the survivors by ``1 / (1 - rate)``, so the expected activation is the
+    same with and without it.
+
+    The masks come from a generator spawned from ``ctx.rng`` at build time:
+    the same seed gives the same masks, and the masks never shift the draws
+    of layers built after this one.
+    """
+
+    rate: float = attrs.field(default=0.5, validator=number(0, 1, exclusive_maximum=True))
+
+    params: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
+    grads: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
+    _rng: np.random.Generator | None = attrs.field(init=False, default=None, repr=False)
+    _mask: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
+
+    def build(self, input_shape: laminae.Shape, ctx: laminae.BuildContext) -> laminae.Shape:
+        self._rng = ctx.rng.spawn(1)[0]
+        return tuple(input_shape)
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        if not training or self.rate == 0:
+            self._mask = None
+            return x
+        keep = self._rng.random(x.shape) >= self.rate
+        self._mask = keep.astype(x.dtype) / x.dtype.type(1 - self.rate)
+        return x * self._mask
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout if self._mask is None else dout * self._mask

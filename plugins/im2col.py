@@ -1,0 +1,85 @@
+"""Window arithmetic shared by ``conv`` and ``pool``: output sizes, shape
+checks, and the per-kernel-offset strided copies (im2col) and adds (col2im).
+
+Both directions loop over the ``size * size`` kernel offsets only; each step
+moves one strided block for the whole batch at once, so the Python overhead
+does not grow with the batch or the image.  Padding is never materialised:
+each offset touches only the output positions whose input pixel lies inside
+the image, so the padded border of a column buffer stays at the zeros it was
+allocated with, and col2im never writes into a border it would have to crop.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+import laminae
+
+Index = tuple[slice, slice, slice, slice]
+
+
+def output_size(length: int, size: int, stride: int, pad: int) -> int:
+    """Number of window positions along one axis."""
+    return (length + 2 * pad - size) // stride + 1
+
+
+def window_output_hw(
+    input_shape: tuple[int, ...], size: int, stride: int, pad: int, what: str
+) -> tuple[int, int]:
+    """``(OH, OW)`` for windows over a ``(C, H, W)`` sample, or a one-line
+    ShapeError naming the input shape and the window that does not fit it."""
+    shape = tuple(input_shape)
+    if len(shape) != 3:
+        raise laminae.ShapeError(f"expects a (channels, height, width) input, got {shape}")
+    _, height, width = shape
+    if min(height, width) + 2 * pad < size:
+        raise laminae.ShapeError(f"{what} {size}x{size} with pad {pad} does not fit input {shape}")
+    return output_size(height, size, stride, pad), output_size(width, size, stride, pad)
+
+
+def _span(offset: int, stride: int, pad: int, n_out: int, n_in: int) -> tuple[slice, slice]:
+    """The output positions along one axis whose input pixel, for this kernel
+    offset, falls inside the unpadded image; and those input pixels."""
+    first = max(0, -((offset - pad) // stride))  # ceil((pad - offset) / stride)
+    stop = min(n_out, (n_in - 1 + pad - offset) // stride + 1)
+    if stop <= first:
+        return slice(0, 0), slice(0, 0)
+    start = first * stride + offset - pad
+    return slice(first, stop), slice(start, start + (stop - first - 1) * stride + 1, stride)
+
+
+def offsets(
+    input_hw: tuple[int, int], output_hw: tuple[int, int], size: int, stride: int, pad: int
+) -> Iterator[tuple[int, int, Index, Index]]:
+    """``(ky, kx, output_index, input_index)`` for every kernel offset, indexes
+    into ``(N, C, OH, OW)`` and ``(N, C, H, W)`` arrays respectively."""
+    every = slice(None)
+    for ky in range(size):
+        oy, iy = _span(ky, stride, pad, output_hw[0], input_hw[0])
+        for kx in range(size):
+            ox, ix = _span(kx, stride, pad, output_hw[1], input_hw[1])
+            yield ky, kx, (every, every, oy, ox), (every, every, iy, ix)
+
+
+def im2col(x: np.ndarray, cols: np.ndarray, size: int, stride: int, pad: int) -> None:
+    """Copy every window of ``x`` (N, C, H, W) into ``cols``, a (possibly
+    transposed) view shaped (size, size, N, C, OH, OW) whose padding
+    positions are already zero: one strided block copy per kernel offset."""
+    for ky, kx, out_index, in_index in offsets(x.shape[2:], cols.shape[4:], size, stride, pad):
+        np.copyto(cols[ky, kx][out_index], x[in_index], casting="same_kind")
+
+
+def col2im(cols: np.ndarray, dx: np.ndarray, size: int, stride: int, pad: int) -> None:
+    """Add every window of ``cols`` (size, size, N, C, OH, OW) back onto the
+    zero-initialised ``dx`` (N, C, H, W): the transpose of :func:`im2col`."""
+    for ky, kx, out_index, in_index in offsets(dx.shape[2:], cols.shape[4:], size, stride, pad):
+        dx[in_index] += cols[ky, kx][out_index]
+
+
+def scratch(buffer: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``buffer`` when it already has this shape and dtype, else a fresh zeroed
+    one: layers keep their column buffers across calls of the same batch shape."""
+    if buffer is not None and buffer.shape == shape and buffer.dtype == dtype:
+        return buffer
+    return np.zeros(shape, dtype)

@@ -1,0 +1,145 @@
+"""Checkpoints: one .npz, no pickles, atomic writes, one-line errors per layer."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import laminae
+from laminae import checkpoint
+from tests.training_helpers import params_equal, tiny_data, tiny_model, tiny_spec
+
+
+@pytest.fixture
+def trained(registry):
+    x, y = tiny_data()
+    model = tiny_model(registry)
+    model.fit(x, y, epochs=1, progress=False)
+    return model, x
+
+
+def test_save_and_load_give_the_same_predictions_and_optimizer_state(registry, trained, tmp_path):
+    model, x = trained
+    model.save(tmp_path / "model.npz", registry=registry)
+    loaded = laminae.load(tmp_path / "model.npz", registry=registry)
+    assert params_equal(loaded.network, model.network)
+    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+    assert loaded.spec == model.spec and loaded.name == model.name
+    before, after = model.optimizer.state_dict(), loaded.optimizer.state_dict()
+    assert before.keys() == after.keys() and len(before) == 4
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_loading_copies_into_the_networks_own_arrays(registry, trained, tmp_path):
+    model, _ = trained
+    model.save(tmp_path / "model.npz", registry=registry)
+    loaded = laminae.load(tmp_path, registry=registry)  # a run directory works too
+    for index, layer in enumerate(loaded.network.layers):
+        for name, array in layer.params.items():
+            assert loaded.network.params[f"{index}.{name}"] is array
+
+
+def test_the_file_holds_plain_arrays_and_a_json_entry(registry, trained, tmp_path):
+    model, _ = trained
+    model.save(tmp_path / "model.npz", registry=registry)
+    with np.load(tmp_path / "model.npz", allow_pickle=False) as archive:
+        assert set(archive.files) == {
+            "meta", "param/0.W", "param/0.b", "param/2.W", "param/2.b",
+            "optim/velocity/0.W", "optim/velocity/0.b", "optim/velocity/2.W", "optim/velocity/2.b",
+        }
+        assert archive["meta"].dtype == np.uint8
+        meta = json.loads(archive["meta"].tobytes())
+    assert meta["laminae_version"] == laminae.__version__
+    assert meta["spec"] == model.spec
+    assert meta["plugins"]["layers:affine"] == {"plugin": "laminae.plugins.affine", "version": laminae.__version__}
+    assert meta["plugins"]["initializers:he"]["plugin"] == "laminae.plugins.initializers"
+    assert meta["plugins"]["datasets:mnist-sample"]["plugin"] == "laminae.plugins.mnist"
+
+
+def test_a_pickled_object_array_is_refused(registry, tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, meta=np.frombuffer(b"{}", np.uint8), payload=np.array([{"x": 1}], dtype=object))
+    with pytest.raises(laminae.CheckpointError, match=f"^{path}: holds pickled Python objects, which are refused$"):
+        laminae.load(path, registry=registry)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"not a zip at all", "not a Laminae checkpoint (not an .npz archive)"),
+        (b"PK\x03\x04 but truncated", "not a Laminae checkpoint or corrupt"),
+        (None, "not a Laminae checkpoint (no 'meta' entry)"),
+    ],
+)
+def test_a_file_that_is_not_a_checkpoint_is_a_one_line_error(registry, tmp_path, content, reason):
+    path = tmp_path / "model.npz"
+    if content is None:
+        np.savez(path, weights=np.zeros(3))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(laminae.CheckpointError) as caught:
+        laminae.load(path, registry=registry)
+    assert caught.value.message.startswith(f"{path}: {reason}") and "\n" not in caught.value.message
+
+
+def test_a_missing_file_is_a_one_line_error(registry, tmp_path):
+    with pytest.raises(laminae.CheckpointError, match="nothing.npz: no such file"):
+        laminae.load(tmp_path / "nothing.npz", registry=registry)
+
+
+def test_missing_unexpected_and_misshapen_arrays_are_reported_per_layer(registry, trained, tmp_path):
+    model, _ = trained
+    path = tmp_path / "model.npz"
+    model.save(path, registry=registry)
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    arrays["param/0.W"] = np.zeros((10, 5), np.float32)
+    del arrays["param/2.b"]
+    arrays["param/2.gamma"] = np.ones(3, np.float32)
+    np.savez(path, **arrays)
+    with pytest.raises(laminae.CheckpointError) as caught:
+        laminae.load(path, registry=registry)
+    assert caught.value.message == (
+        f"{path}: layer 0 (affine): parameter 'W' has shape (10, 5), expected (16, 8);"
+        " layer 2 (affine): parameter 'b' is missing; layer 2 (affine): unexpected parameter 'gamma'"
+    )
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_whole(registry, trained, tmp_path, monkeypatch):
+    model, _ = trained
+    path = tmp_path / "model.npz"
+    model.save(path, registry=registry)
+    before = path.read_bytes()
+
+    def broken_savez(file, **arrays):
+        file.write(b"PK\x03\x04 half a zip")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError, match="No space left"):
+        model.save(path, registry=registry)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
+
+
+def test_a_checkpoint_needs_no_toml_file(registry, tmp_path):
+    spec = tiny_spec()
+    model = laminae.build(spec, registry=registry)
+    model.save(tmp_path / "model.npz", registry=registry)
+    assert params_equal(laminae.load(tmp_path / "model.npz", registry=registry).network, model.network)
+
+
+def test_an_unknown_type_names_the_plugin_that_wrote_it(registry, trained, tmp_path):
+    model, _ = trained
+    path = tmp_path / "model.npz"
+    model.save(path, registry=registry)
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    meta = json.loads(arrays["meta"].tobytes())
+    meta["spec"]["layers"][1]["type"] = "swish"
+    meta["plugins"]["layers:swish"] = {"plugin": "fancy-layers", "version": "2.1"}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays)
+    with pytest.raises(laminae.CheckpointError, match="'swish' from plugin 'fancy-layers' 2.1"):
+        laminae.load(path, registry=registry)

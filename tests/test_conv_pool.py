@@ -1,0 +1,291 @@
+"""conv and pool against the loop reference, central differences and their contracts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import laminae
+from laminae.plugins import conv as conv_module
+from laminae.plugins import pool as pool_module
+from laminae.plugins.conv import Conv
+from laminae.plugins.pool import Pool
+from laminae.testing import check_layer
+
+from . import loop_reference as ref
+
+
+def small_normal(shape, fan_in, fan_out, rng, dtype):
+    """An initializer that needs no registry, so these tests stand alone."""
+    return rng.normal(0.0, 0.5, shape).astype(dtype)
+
+
+def build(layer, input_shape, dtype=np.float64, seed=0, registry=None):
+    ctx = laminae.BuildContext(rng=np.random.default_rng(seed), dtype=dtype, registry=registry)
+    return layer.build(tuple(input_shape), ctx)
+
+
+def make_conv(filters, size, **kwargs):
+    return Conv(filters=filters, size=size, init=small_normal, **kwargs)
+
+
+def random_bias(layer, rng):
+    if "b" in layer.params:
+        layer.params["b"][...] = rng.standard_normal(layer.params["b"].shape)
+
+
+# (batch, (C, H, W), filters, size, stride, pad, bias)
+CONV_CASES = [
+    (2, (1, 5, 5), 2, 3, 1, 0, True),
+    (2, (3, 7, 9), 4, 3, 2, 1, True),  # non-square, stride and pad together
+    (1, (2, 6, 5), 3, 2, 3, 2, False),  # stride > size: pixels no window sees
+    (2, (2, 4, 4), 2, 5, 1, 2, True),  # kernel larger than the unpadded input
+    (3, (2, 4, 6), 3, 1, 1, 0, True),  # 1x1 kernel
+    (2, (2, 3, 4), 2, 2, 1, 3, True),  # pad wider than the kernel: all-padding windows
+]
+
+# (batch, (C, H, W), size, stride)
+POOL_CASES = [
+    (2, (3, 6, 8), 2, 2),  # tiles exactly: the write-once backward
+    (2, (2, 9, 6), 3, 3),  # tiles exactly with a 3x3 window
+    (2, (2, 7, 5), 2, 2),  # stride == size but an odd edge is left over
+    (2, (2, 7, 9), 3, 2),  # overlapping windows
+    (1, (3, 7, 7), 2, 3),  # gaps between windows
+    (2, (1, 4, 5), 1, 1),  # identity
+]
+
+
+@pytest.mark.parametrize("batch, shape, filters, size, stride, pad, bias", CONV_CASES)
+def test_conv_matches_loop_reference(batch, shape, filters, size, stride, pad, bias):
+    rng = np.random.default_rng(1)
+    layer = make_conv(filters, size, stride=stride, pad=pad, bias=bias)
+    out_shape = build(layer, shape)
+    random_bias(layer, rng)
+    x = rng.standard_normal((batch, *shape))
+    b = layer.params.get("b")
+
+    out = layer.forward(x, True)
+    expected = ref.conv_forward(x, layer.params["W"], b, stride, pad)
+    assert out.shape == (batch, *out_shape) == expected.shape
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-12)
+
+    dout = rng.standard_normal(out.shape)
+    dx = layer.backward(dout)
+    dx_ref, dw_ref, db_ref = ref.conv_backward(x, layer.params["W"], stride, pad, dout)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(layer.grads["W"], dw_ref, rtol=1e-10, atol=1e-12)
+    if bias:
+        np.testing.assert_allclose(layer.grads["b"], db_ref, rtol=1e-10, atol=1e-12)
+    else:
+        assert set(layer.params) == set(layer.grads) == {"W"}
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.parametrize("batch, shape, size, stride", POOL_CASES)
+def test_pool_matches_loop_reference(batch, shape, size, stride, mode):
+    rng = np.random.default_rng(2)
+    layer = Pool(size=size, stride=stride, mode=mode)
+    out_shape = build(layer, shape)
+    assert layer.params == {} and layer.grads == {}
+    x = rng.standard_normal((batch, *shape))
+
+    out = layer.forward(x, True)
+    assert out.shape == (batch, *out_shape)
+    np.testing.assert_allclose(out, ref.pool_forward(x, size, stride, mode), rtol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    np.testing.assert_allclose(
+        layer.backward(dout), ref.pool_backward(x, size, stride, mode, dout), rtol=1e-12, atol=1e-15
+    )
+
+
+@pytest.mark.parametrize("batch, shape, size, stride", POOL_CASES)
+def test_max_pool_sends_ties_to_the_first_maximum(batch, shape, size, stride):
+    """ReLU outputs are full of equal zeros; the gradient must go to one of them only."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 2, (batch, *shape)).astype(np.float64)
+    layer = Pool(size=size, stride=stride)
+    build(layer, shape)
+    out = layer.forward(x, False)  # inference forward: backward must still route correctly
+    dout = rng.standard_normal(out.shape)
+    np.testing.assert_array_equal(layer.backward(dout), ref.pool_backward(x, size, stride, "max", dout))
+
+
+def numerical_gradient(loss, array, eps=1e-6):
+    """Central differences of ``loss()`` with respect to every entry of ``array``, in place."""
+    grad = np.empty_like(array)
+    for index in np.ndindex(array.shape):
+        saved = array[index]
+        array[index] = saved + eps
+        plus = loss()
+        array[index] = saved - eps
+        minus = loss()
+        array[index] = saved
+        grad[index] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def assert_gradients(layer, x, seed=4):
+    """Backward's gradients for the input and every parameter equal central differences of sum(out * w)."""
+    weights = np.random.default_rng(seed).standard_normal(layer.forward(x, True).shape)
+
+    def loss():
+        return float(np.sum(layer.forward(x, True) * weights))
+
+    layer.forward(x, True)
+    analytic = {"x": layer.backward(weights.copy()), **{k: g.copy() for k, g in layer.grads.items()}}
+    arrays = {"x": x, **layer.params}
+    assert set(analytic) == set(arrays)
+    for name, array in arrays.items():
+        np.testing.assert_allclose(analytic[name], numerical_gradient(loss, array), rtol=1e-6, atol=1e-8,
+                                   err_msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("shape, kwargs", [
+    ((2, 5, 6), dict(filters=3, size=3, stride=2, pad=1)),
+    ((1, 4, 4), dict(filters=2, size=2, bias=False)),
+])
+def test_conv_numerical_gradient(shape, kwargs):
+    rng = np.random.default_rng(5)
+    layer = make_conv(**kwargs)
+    build(layer, shape)
+    random_bias(layer, rng)
+    assert_gradients(layer, rng.standard_normal((2, *shape)))
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.parametrize("size, stride", [(2, 2), (3, 2)])
+def test_pool_numerical_gradient(mode, size, stride):
+    layer = Pool(size=size, stride=stride, mode=mode)
+    build(layer, (2, 5, 6))
+    assert_gradients(layer, np.random.default_rng(6).standard_normal((2, 2, 5, 6)))
+
+
+LAYERS = [
+    (lambda: make_conv(3, 3, stride=2, pad=1), (2, 7, 6)),
+    (lambda: Pool(size=2), (3, 6, 8)),
+    (lambda: Pool(size=3, stride=2, mode="avg"), (3, 7, 8)),
+]
+
+
+@pytest.mark.parametrize("make, shape", LAYERS)
+def test_float32_stays_float32(make, shape):
+    layer = make()
+    build(layer, shape, np.float32)
+    x = np.random.default_rng(7).standard_normal((4, *shape)).astype(np.float32)
+    out = layer.forward(x, True)
+    dx = layer.backward(np.ones_like(out))
+    assert out.dtype == dx.dtype == np.float32
+    assert all(a.dtype == np.float32 for a in (*layer.params.values(), *layer.grads.values()))
+
+
+@pytest.mark.parametrize("make, shape", LAYERS)
+def test_inputs_are_not_modified(make, shape):
+    rng = np.random.default_rng(8)
+    layer = make()
+    build(layer, shape)
+    x = rng.standard_normal((2, *shape))
+    x_before = x.copy()
+    out = layer.forward(x, True)
+    dout = rng.standard_normal(out.shape)
+    dout_before = dout.copy()
+    layer.backward(dout)
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(dout, dout_before)
+
+
+@pytest.mark.parametrize("make, shape", LAYERS)
+def test_changing_batch_size_between_calls(make, shape):
+    """Buffers are reused for one batch shape and replaced for another, never mixed up."""
+    rng = np.random.default_rng(9)
+    layer, fresh = make(), make()
+    build(layer, shape)
+    build(fresh, shape)
+    batches = [rng.standard_normal((n, *shape)) for n in (3, 3, 1, 3)]
+    results = []
+    for x in batches:
+        out = layer.forward(x, True)
+        results.append((out, layer.backward(np.ones_like(out))))
+    for x, (out, dx) in zip(batches, results):
+        np.testing.assert_array_equal(fresh.forward(x, True), out)
+        np.testing.assert_array_equal(fresh.backward(np.ones_like(out)), dx)
+
+
+def test_conv_reuses_its_column_buffer():
+    layer = make_conv(2, 3)
+    build(layer, (1, 6, 6))
+    x = np.random.default_rng(10).standard_normal((4, 1, 6, 6))
+    layer.forward(x, True)
+    cols = layer._cols
+    layer.forward(x, True)
+    assert layer._cols is cols
+
+
+def test_conv_output_and_parameter_shapes():
+    layer = make_conv(4, 3, stride=2, pad=1)
+    assert build(layer, (2, 7, 9)) == (4, 4, 5)
+    assert layer.params["W"].shape == (4, 2, 3, 3) and layer.params["b"].shape == (4,)
+    assert layer.params["W"].dtype == np.float64
+
+
+def test_pool_stride_defaults_to_size():
+    assert Pool(size=3).stride == 3
+    assert Pool(size=3, stride=1).stride == 1
+    assert Pool().size == Pool().stride == 2
+
+
+@pytest.mark.parametrize("make, shape, words", [
+    (lambda: make_conv(2, 3), (784,), ["(channels, height, width)", "(784,)"]),
+    (lambda: make_conv(2, 5), (1, 3, 3), ["5x5", "pad 0", "(1, 3, 3)"]),
+    (lambda: make_conv(2, 5, pad=1), (1, 9, 2), ["5x5", "pad 1", "(1, 9, 2)"]),
+    (lambda: Pool(size=2), (4, 5), ["(channels, height, width)", "(4, 5)"]),
+    (lambda: Pool(size=4), (2, 3, 8), ["4x4", "(2, 3, 8)"]),
+])
+def test_shape_errors_name_both_shapes(make, shape, words):
+    with pytest.raises(laminae.ShapeError) as info:
+        build(make(), shape)
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+@pytest.mark.parametrize("make, error, field", [
+    (lambda: Conv(filters=0, size=3), ValueError, "filters"),
+    (lambda: Conv(filters=True, size=3), TypeError, "filters"),
+    (lambda: Conv(filters=2.0, size=3), TypeError, "filters"),
+    (lambda: Conv(filters=2, size=0), ValueError, "size"),
+    (lambda: Conv(filters=2, size=3, stride=0), ValueError, "stride"),
+    (lambda: Conv(filters=2, size=3, pad=-1), ValueError, "pad"),
+    (lambda: Conv(filters=2, size=3, bias=1), TypeError, "bias"),
+    (lambda: Pool(size=0), ValueError, "size"),
+    (lambda: Pool(stride=False), TypeError, "stride"),
+    (lambda: Pool(mode="median"), ValueError, "mode"),
+])
+def test_validators_name_the_field(make, error, field):
+    with pytest.raises(error, match=f"'{field}'"):
+        make()
+
+
+def test_both_layers_are_registered():
+    registered = {}
+    conv_module.register_layers(register=registered.__setitem__)
+    pool_module.register_layers(register=registered.__setitem__)
+    assert registered == {"conv": Conv, "pool": Pool}
+
+
+def test_default_he_init_draws_from_the_registry(registry):
+    layer = Conv(filters=8, size=3)
+    build(layer, (4, 5, 5), registry=registry)
+    weights = layer.params["W"]
+    assert weights.shape == (8, 4, 3, 3)
+    assert 0.5 < weights.std() / np.sqrt(2 / (4 * 9)) < 1.5
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (Conv(filters=3, size=3, stride=2, pad=1), (2, 7, 6)),
+    (Conv(filters=2, size=2, bias=False), (1, 4, 5)),
+    (Pool(size=2), (2, 4, 6)),
+    (Pool(size=3, stride=2), (2, 7, 5)),
+    (Pool(size=2, mode="avg"), (2, 5, 4)),
+])
+def test_conformance_kit(layer, shape, registry):
+    check_layer(layer, shape, registry=registry)

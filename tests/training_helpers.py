@@ -1,0 +1,63 @@
+"""Small models and data shared by the training, checkpoint and CLI tests."""
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+
+import laminae
+
+
+def tiny_spec(seed: int = 0, lr: float = 0.1, **train) -> dict:
+    return {
+        "name": "tiny",
+        "input": [1, 4, 4],
+        "layers": [
+            {"type": "affine", "units": 8},
+            {"type": "relu"},
+            {"type": "affine", "units": 3},
+        ],
+        "loss": {"type": "softmax_cross_entropy"},
+        "optimizer": {"type": "sgd", "lr": lr, "momentum": 0.9},
+        "train": {"dataset": "mnist-sample", "epochs": 3, "batch_size": 16, "seed": seed, **train},
+    }
+
+
+def tiny_model(registry, seed: int = 0, **kwargs):
+    return laminae.build(tiny_spec(seed, **kwargs), registry=registry)
+
+
+def tiny_data(samples: int = 90, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Three learnable classes; 90 samples in batches of 16 end with a partial batch of 10."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, samples).astype(np.int64)
+    x = rng.random((samples, 1, 4, 4), dtype=np.float32) * 0.5
+    x[np.arange(samples), 0, y, 0] += 0.5
+    return x, y
+
+
+class LossSpy:
+    """Wraps a loss: counts training calls, and at call ``at`` sends ``signum`` or returns NaN."""
+
+    def __init__(self, loss, at: int | None = None, signum: int = signal.SIGINT, nan: bool = False) -> None:
+        self.loss, self.at, self.signum, self.nan = loss, at, signum, nan
+        self.calls = 0
+
+    def forward(self, output, target):
+        self.calls += 1
+        value = self.loss.forward(output, target)
+        if self.calls == self.at:
+            if self.nan:
+                return float("nan")
+            signal.raise_signal(self.signum)
+        return value
+
+    def backward(self):
+        return self.loss.backward()
+
+
+def params_equal(a: laminae.Network, b: laminae.Network) -> bool:
+    """Bit for bit: same names, shapes, dtypes and bytes."""
+    return a.params.keys() == b.params.keys() and all(
+        a.params[k].dtype == b.params[k].dtype and a.params[k].tobytes() == b.params[k].tobytes() for k in a.params
+    )
