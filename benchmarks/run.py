@@ -38,11 +38,6 @@ import laminae  # noqa: E402
 import laminae_models as lm  # noqa: E402
 import tutorial_numpy  # noqa: E402
 
-try:
-    import torch_models
-except ImportError:  # torch is the optional `bench` extra
-    torch_models = None
-
 TARGETS = {"dnn": 2.0, "simple_cnn": 2.0}
 """Laminae/PyTorch throughput each network should reach; every other: 1.0."""
 TUTORIAL_TARGET, PEAK_TARGET, RSS_TARGET_MB = 10.0, 0.40, 1536
@@ -160,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         rss_worker(args)
         return 0
 
+    try:  # imported only here, so the peak-memory child never loads PyTorch
+        global torch_models
+        import torch_models
+    except ImportError:  # torch is the optional `bench` extra
+        torch_models = None
     with_torch = torch_models is not None and not args.no_torch
     specs = lm.load_specs(args.models)
     x, y, source = load_data(args.data_dir)
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         print("; PyTorch not installed (pip install '.[bench]'): Laminae and tutorial only", end="")
     print(f"\nbest of {args.rounds} alternating rounds of {args.batches} batches each\n")
 
-    rows, misses = [], []
+    rows = []
     for name in args.networks.split(","):
         spec = specs[name]
         batch = spec["train"]["batch_size"]
@@ -187,16 +187,18 @@ def main(argv: list[str] | None = None) -> int:
             run()
         seconds = contenders.best_seconds(args.rounds)
         rate = {k: batches * batch / s for k, s in seconds.items()}
-        fraction = None
+        flops = None
         if "conv" in contenders.model.network.names:
-            fraction = gemm_peak.step_flops(contenders.model.network, batch) * batches / seconds["laminae"] / peak
-        rows.append((name, batch, rate, fraction))
+            flops = gemm_peak.step_flops(contenders.model.network, batch) * batches / seconds["laminae"]
+        rows.append((name, batch, rate, flops))
         if args.profile:
             print(f"--- profile: Laminae {name}, {batches} batches ---\n{profile_laminae(contenders)}")
-        misses += check_targets(name, rate, fraction)
         print(f"({name} done)", file=sys.stderr)
 
     peak_after = gemm_peak.gemm_peak()
+    # A busy machine only ever lowers a measurement, so the higher peak is the truer one.
+    rows = [(name, batch, rate, flops and flops / max(peak, peak_after)) for name, batch, rate, flops in rows]
+    misses = [miss for name, _, rate, fraction in rows for miss in check_targets(name, rate, fraction)]
     print_table(rows)
     print(f"\nfloat32 GEMM peak (2048^3 np.matmul, best of 5, before/after): {peak / 1e9:.1f} / {peak_after / 1e9:.1f} GFLOP/s")
     if not args.no_rss:

@@ -1,13 +1,14 @@
 """The 2-D convolution layer (cross-correlation, NCHW), as im2col + one GEMM."""
 from __future__ import annotations
 
+from math import prod
 from typing import Any
 
 import attrs
 import numpy as np
 
 import laminae
-from laminae.plugins.im2col import col2im, im2col, scratch, window_output_hw
+from laminae.plugins.im2col import Window, col2im, im2col, kernel_offsets, scratch, window_output_hw
 from laminae.validators import boolean, non_negative_int, positive_int
 
 
@@ -15,12 +16,13 @@ from laminae.validators import boolean, non_negative_int, positive_int
 class Conv:
     """Square-kernel convolution over ``(channels, height, width)`` samples.
 
-    The columns are laid out ``(C*k*k, N*OH*OW)`` so that each kernel offset
-    writes whole contiguous rows of the image and a single GEMM
-    ``W (F, C*k*k) @ cols`` covers the batch; the price is one transposing
-    pass from ``(F, N, ...)`` to NCHW, which also adds the bias.  The column
-    buffer and the GEMM scratch are kept between calls of the same batch
-    shape, and the layer computes in the dtype its parameters were built with.
+    The columns are laid out ``(C*k*k, N*OH*OW)``: each kernel offset then
+    fills contiguous ``(N, OH, OW)`` blocks, and one GEMM ``W (F, C*k*k) @
+    cols`` covers the batch.  The price is one pass from ``(F, N, OH, OW)``
+    to NCHW, which adds the bias on the way; the ``(N*OH*OW, C*k*k)`` layout
+    needs the same pass and scatters every copy.  The column buffer and the
+    GEMM scratch are kept between calls of the same batch shape, and the
+    layer computes in its parameters' dtype (the im2col copy casts the input).
     """
 
     filters: int = attrs.field(validator=positive_int)
@@ -34,6 +36,7 @@ class Conv:
     grads: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
     _input_shape: tuple[int, int, int] = attrs.field(init=False, default=(0, 0, 0), repr=False)
     _output_hw: tuple[int, int] = attrs.field(init=False, default=(0, 0), repr=False)
+    _offsets: list[Window] = attrs.field(init=False, factory=list, repr=False)
     _cols: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
     _dcols: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
     _gemm: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
@@ -41,6 +44,7 @@ class Conv:
     def build(self, input_shape: tuple[int, ...], ctx: laminae.BuildContext) -> tuple[int, ...]:
         self._output_hw = window_output_hw(input_shape, self.size, self.stride, self.pad, "kernel")
         self._input_shape = tuple(input_shape)
+        self._offsets = kernel_offsets(input_shape[1:], self._output_hw, self.size, self.stride, self.pad)
         channels, k = input_shape[0], self.size
         shape = (self.filters, channels, k, k)
         self.params = {"W": ctx.initialize(self.init, shape, channels * k * k, self.filters * k * k)}
@@ -50,15 +54,14 @@ class Conv:
         return (self.filters, *self._output_hw)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        n, (oh, ow), weights = len(x), self._output_hw, self.params["W"]
-        c, k = self._input_shape[0], self.size
-        self._cols = scratch(self._cols, (c, k, k, n, oh, ow), weights.dtype)
-        im2col(x, self._cols.transpose(1, 2, 3, 0, 4, 5), k, self.stride, self.pad)
-        gemm = self._gemm = scratch(self._gemm, (self.filters, n, oh * ow), weights.dtype)
-        np.matmul(weights.reshape(self.filters, -1), self._cols.reshape(c * k * k, -1),
-                  out=gemm.reshape(self.filters, -1))
-        out = np.empty((n, self.filters, oh, ow), weights.dtype)
-        by_sample = gemm.transpose(1, 0, 2).reshape(n, self.filters, oh, ow)
+        n, f, (oh, ow) = len(x), self.filters, self._output_hw
+        weights = self.params["W"]
+        self._cols = scratch(self._cols, (*weights.shape[1:], n, oh, ow), weights.dtype)
+        im2col(x, _by_offset(self._cols), self._offsets)
+        self._gemm = scratch(self._gemm, (f, n, oh, ow), weights.dtype)
+        np.matmul(_matrix(weights), _matrix(self._cols, 3), out=_matrix(self._gemm))
+        out = np.empty((n, f, oh, ow), weights.dtype)
+        by_sample = self._gemm.transpose(1, 0, 2, 3)
         if self.bias:
             np.add(by_sample, self.params["b"][:, None, None], out=out)
         else:
@@ -66,19 +69,26 @@ class Conv:
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        n, f = dout.shape[:2]
-        weights, rows = self.params["W"].reshape(f, -1), self._cols.shape[0] * self.size**2
-        dout_t = self._gemm
-        np.copyto(dout_t.reshape(f, n, *dout.shape[2:]), dout.transpose(1, 0, 2, 3))
-        dout_t = dout_t.reshape(f, -1)
-        np.matmul(dout_t, self._cols.reshape(rows, -1).T, out=self.grads["W"].reshape(f, -1))
+        weights, dout_t = _matrix(self.params["W"]), _matrix(self._gemm)
+        np.copyto(self._gemm, dout.transpose(1, 0, 2, 3))
+        np.matmul(dout_t, _matrix(self._cols, 3).T, out=_matrix(self.grads["W"]))
         if self.bias:
             np.sum(dout_t, axis=1, out=self.grads["b"])
         self._dcols = scratch(self._dcols, self._cols.shape, weights.dtype)
-        np.matmul(weights.T, dout_t, out=self._dcols.reshape(rows, -1))
-        dx = np.zeros((n, *self._input_shape), weights.dtype)
-        col2im(self._dcols.transpose(1, 2, 3, 0, 4, 5), dx, self.size, self.stride, self.pad)
+        np.matmul(weights.T, dout_t, out=_matrix(self._dcols, 3))
+        dx = np.zeros((len(dout), *self._input_shape), weights.dtype)
+        col2im(_by_offset(self._dcols), dx, self._offsets)
         return dx
+
+
+def _matrix(array: np.ndarray, rows_ndim: int = 1) -> np.ndarray:
+    """The 2-D view a GEMM wants: the first ``rows_ndim`` axes as rows."""
+    return array.reshape(prod(array.shape[:rows_ndim]), -1)
+
+
+def _by_offset(cols: np.ndarray) -> np.ndarray:
+    """Columns ``(C, k, k, N, OH, OW)`` seen in im2col's ``(k, k, N, C, OH, OW)`` order."""
+    return cols.transpose(1, 2, 3, 0, 4, 5)
 
 
 @laminae.hookimpl

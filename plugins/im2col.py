@@ -10,13 +10,9 @@ allocated with, and col2im never writes into a border it would have to crop.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
 import laminae
-
-Index = tuple[slice, slice, slice, slice]
 
 
 def output_size(length: int, size: int, stride: int, pad: int) -> int:
@@ -49,32 +45,39 @@ def _span(offset: int, stride: int, pad: int, n_out: int, n_in: int) -> tuple[sl
     return slice(first, stop), slice(start, start + (stop - first - 1) * stride + 1, stride)
 
 
-def offsets(
+Window = tuple[tuple, tuple]
+"""One kernel offset: an index into the ``(k, k, N, C, OH, OW)`` columns and
+the matching strided index into the ``(N, C, H, W)`` input."""
+
+
+def kernel_offsets(
     input_hw: tuple[int, int], output_hw: tuple[int, int], size: int, stride: int, pad: int
-) -> Iterator[tuple[int, int, Index, Index]]:
-    """``(ky, kx, output_index, input_index)`` for every kernel offset, indexes
-    into ``(N, C, OH, OW)`` and ``(N, C, H, W)`` arrays respectively."""
+) -> list[Window]:
+    """Every kernel offset's pair of indexes, computed once per build so that
+    the per-call loops do nothing but move data."""
     every = slice(None)
-    for ky in range(size):
-        oy, iy = _span(ky, stride, pad, output_hw[0], input_hw[0])
-        for kx in range(size):
-            ox, ix = _span(kx, stride, pad, output_hw[1], input_hw[1])
-            yield ky, kx, (every, every, oy, ox), (every, every, iy, ix)
+    rows = [_span(ky, stride, pad, output_hw[0], input_hw[0]) for ky in range(size)]
+    columns = [_span(kx, stride, pad, output_hw[1], input_hw[1]) for kx in range(size)]
+    return [
+        ((ky, kx, every, every, oy, ox), (every, every, iy, ix))
+        for ky, (oy, iy) in enumerate(rows)
+        for kx, (ox, ix) in enumerate(columns)
+    ]
 
 
-def im2col(x: np.ndarray, cols: np.ndarray, size: int, stride: int, pad: int) -> None:
-    """Copy every window of ``x`` (N, C, H, W) into ``cols``, a (possibly
-    transposed) view shaped (size, size, N, C, OH, OW) whose padding
-    positions are already zero: one strided block copy per kernel offset."""
-    for ky, kx, out_index, in_index in offsets(x.shape[2:], cols.shape[4:], size, stride, pad):
-        np.copyto(cols[ky, kx][out_index], x[in_index], casting="same_kind")
+def im2col(x: np.ndarray, cols: np.ndarray, offsets: list[Window]) -> None:
+    """Copy every window of ``x`` into ``cols``, a (possibly transposed) view
+    shaped (k, k, N, C, OH, OW) whose padding positions are already zero:
+    one strided block copy per kernel offset, cast to the buffer's dtype."""
+    for col_index, x_index in offsets:
+        cols[col_index] = x[x_index]
 
 
-def col2im(cols: np.ndarray, dx: np.ndarray, size: int, stride: int, pad: int) -> None:
-    """Add every window of ``cols`` (size, size, N, C, OH, OW) back onto the
+def col2im(cols: np.ndarray, dx: np.ndarray, offsets: list[Window]) -> None:
+    """Add every window of ``cols`` (k, k, N, C, OH, OW) back onto the
     zero-initialised ``dx`` (N, C, H, W): the transpose of :func:`im2col`."""
-    for ky, kx, out_index, in_index in offsets(dx.shape[2:], cols.shape[4:], size, stride, pad):
-        dx[in_index] += cols[ky, kx][out_index]
+    for col_index, x_index in offsets:
+        dx[x_index] += cols[col_index]
 
 
 def scratch(buffer: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

@@ -18,7 +18,7 @@ EXPECTED = {
     "simple_cnn": (["conv", "relu", "pool", "affine", "relu", "affine"], 780 + 4320 * 100 + 100 + 1010, "softmax_cross_entropy", 0.1, 100, 5, "mnist"),
     "sigmoid_net": (["affine", "sigmoid", "affine", "sigmoid"], 784 * 30 + 30 + 310, "quadratic", 3.0, 10, 30, "mnist"),
     "lenet": (["conv", "relu", "pool", "conv", "relu", "pool", "affine", "relu", "affine", "relu", "affine"], 61706, "softmax_cross_entropy", 0.05, 64, 12, "mnist"),
-    "quickstart": (["affine", "relu", "affine"], 784 * 64 + 64 + 650, "softmax_cross_entropy", 0.1, 32, 3, "mnist-sample"),
+    "quickstart": (["affine", "relu", "affine"], 784 * 128 + 128 + 1290, "softmax_cross_entropy", 0.02, 32, 5, "mnist-sample"),
 }
 
 

@@ -177,6 +177,19 @@ def test_float32_stays_float32(make, shape):
     assert all(a.dtype == np.float32 for a in (*layer.params.values(), *layer.grads.values()))
 
 
+def test_float32_conv_is_accurate_and_casts_float64_input_down():
+    rng = np.random.default_rng(11)
+    layer = make_conv(3, 3, stride=2, pad=1)
+    build(layer, (2, 7, 6), np.float32)
+    random_bias(layer, rng)
+    x = rng.standard_normal((3, 2, 7, 6))
+    expected = ref.conv_forward(x, layer.params["W"], layer.params["b"], 2, 1)
+    for given in (x.astype(np.float32), x):
+        out = layer.forward(given, True)
+        assert out.dtype == np.float32
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("make, shape", LAYERS)
 def test_inputs_are_not_modified(make, shape):
     rng = np.random.default_rng(8)
