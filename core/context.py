@@ -27,6 +27,10 @@ class BuildContext:
     rng: np.random.Generator
     dtype: np.dtype = attrs.field(default=np.dtype(np.float32), converter=np.dtype)
     registry: Registry | None = None
+    input_grad: bool = True
+    """Whether ``backward`` must return the gradient of the input.  A network's
+    first layer gets False: its input is the data, so a layer may skip that
+    work (for a conv, a GEMM and the col2im) and return None."""
 
     def initialize(self, init: Any, shape: Shape, fan_in: int, fan_out: int) -> np.ndarray:
         """Draw a parameter array of ``shape`` with the initializer ``init``.

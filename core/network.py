@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from math import prod
 from typing import TYPE_CHECKING
 
+import attrs
 import numpy as np
 
 from laminae.context import BuildContext
@@ -22,7 +23,9 @@ class Network:
     allocates its parameters, so a shape that cannot fit fails here, naming
     the layer, rather than on the first batch.  ``params`` and ``grads`` map
     ``"<index>.<name>"`` to the layers' own arrays, which everything (the
-    optimizer, checkpoints) updates in place.
+    optimizer, checkpoints) updates in place.  Training never needs the
+    gradient of the data itself, so unless ``input_grad`` is set the first
+    layer is told it may skip computing it.
     """
 
     def __init__(
@@ -34,6 +37,7 @@ class Network:
         dtype: str | np.dtype = "float32",
         registry: Registry | None = None,
         names: Sequence[str] | None = None,
+        input_grad: bool = False,
     ) -> None:
         self.layers = list(layers)
         self.input_shape: Shape = tuple(int(n) for n in input_shape)
@@ -44,7 +48,8 @@ class Network:
         shape = self.input_shape
         for index, layer in enumerate(self.layers):
             with location(f"layer {index} ({self.names[index]})"):
-                shape = tuple(int(n) for n in layer.build(shape, ctx))
+                layer_ctx = attrs.evolve(ctx, input_grad=input_grad or index > 0)
+                shape = tuple(int(n) for n in layer.build(shape, layer_ctx))
             self.shapes.append(shape)
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
@@ -67,7 +72,9 @@ class Network:
             x = layer.forward(x, training)
         return x
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
+        """Fill ``grads`` and return the gradient of the input, or None when the
+        network was built without ``input_grad`` and its first layer skipped it."""
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
         return dout

@@ -67,9 +67,11 @@ def _compare(subject: str, check: str, analytic: np.ndarray, numeric: np.ndarray
         )
 
 
-def _build(layer: Any, input_shape: tuple[int, ...], dtype: Any, seed: int, registry: Any) -> tuple[Any, tuple]:
+def _build(
+    layer: Any, input_shape: tuple[int, ...], dtype: Any, seed: int, registry: Any, input_grad: bool = True
+) -> tuple[Any, tuple]:
     fresh = attrs.evolve(layer)
-    ctx = BuildContext(rng=np.random.default_rng(seed), dtype=dtype, registry=registry)
+    ctx = BuildContext(rng=np.random.default_rng(seed), dtype=dtype, registry=registry, input_grad=input_grad)
     return fresh, tuple(fresh.build(tuple(input_shape), ctx))
 
 
@@ -134,6 +136,16 @@ def check_layer(
     for pname, param in net32.params.items():
         if param.dtype != np.float32 or net32.grads[pname].dtype != np.float32:
             _fail(subject, "float32 stays float32", f"parameter {pname!r} or its gradient is not float32")
+
+    first_layer, _ = _build(layer, input_shape, np.float64, seed, registry, input_grad=False)
+    first_layer.forward(x_before.copy(), training)
+    skipped = first_layer.backward(weights.copy())
+    if skipped is not None and skipped.shape != x.shape:
+        _fail(subject, "first layer (input_grad=False)", f"backward returned {skipped.shape} for input {x.shape}")
+    if deterministic:
+        for pname, grad in first_layer.grads.items():
+            if not np.allclose(grad, analytic_params[pname], rtol=1e-10, atol=1e-12):
+                _fail(subject, "first layer (input_grad=False)", f"gradient of {pname!r} differs from a layer that computes dx")
 
     first, _ = _build(layer, input_shape, np.float64, seed, registry)
     second, _ = _build(layer, input_shape, np.float64, seed, registry)

@@ -24,10 +24,12 @@ class Affine:
     grads: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
     _x: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
     _input_shape: tuple[int, ...] = attrs.field(init=False, default=(), repr=False)
+    _input_grad: bool = attrs.field(init=False, default=True, repr=False)
 
     def build(self, input_shape: tuple[int, ...], ctx: laminae.BuildContext) -> tuple[int, ...]:
         fan_in = prod(input_shape)
         self._input_shape = tuple(input_shape)
+        self._input_grad = ctx.input_grad
         self.params = {"W": ctx.initialize(self.init, (fan_in, self.units), fan_in, self.units)}
         if self.bias:
             self.params["b"] = np.zeros(self.units, dtype=ctx.dtype)
@@ -42,10 +44,12 @@ class Affine:
             out += self.params["b"]
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
         np.matmul(self._x.T, dout, out=self.grads["W"])
         if self.bias:
             np.sum(dout, axis=0, out=self.grads["b"])
+        if not self._input_grad:
+            return None
         dx = dout @ self.params["W"].T
         return dx.reshape((len(dout), *self._input_shape))
 
