@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from laminae.errors import SpecError, location
+from laminae.errors import SpecError, location, one_line
 from laminae.model import Model, TrainConfig
 from laminae.network import Network
 from laminae.registry import Registry, make_registry
@@ -92,7 +92,7 @@ def build_resolved(spec: Mapping[str, Any], registry: Registry, source: str = "<
     except (MemoryError, ValueError) as exc:
         if not _too_big(exc):
             raise
-        raise SpecError(f"{where}, {_layer_of(exc)}: its parameters cannot be allocated: {_one_line(exc)}") from exc
+        raise SpecError(f"{where}, {_layer_of(exc)}: its parameters cannot be allocated: {one_line(exc)}") from exc
     return Model(
         network=network,
         loss=registry.create("losses", spec["loss"]),
@@ -136,7 +136,3 @@ def _layer_of(exc: BaseException) -> str:
     """``layer 3 (conv)``, from the note :class:`Network` adds to a layer's own exceptions."""
     notes = [note for note in getattr(exc, "__notes__", []) if note.startswith("(raised in layer ")]
     return notes[0].removeprefix("(raised in ").removesuffix(")") if notes else "network"
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
-import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -21,7 +19,8 @@ from typing import IO, TYPE_CHECKING, Any
 import attrs
 import numpy as np
 
-from laminae.errors import CheckpointError, LaminaeError
+from laminae.errors import CheckpointError, LaminaeError, one_line
+from laminae.npz import load_npz
 
 if TYPE_CHECKING:
     from laminae.model import Model
@@ -194,20 +193,15 @@ def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     try:
         with open(path, "rb") as file:
             magic = file.read(len(ZIP_MAGIC))
-        if magic != ZIP_MAGIC:
-            raise CheckpointError(f"{path}: not a Laminae checkpoint (not an .npz archive)")
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path}: is a directory without a {CHECKPOINT_FILE}") from None
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise CheckpointError(f"{path}: holds pickled Python objects, which are refused") from None
-        raise CheckpointError(f"{path}: not a Laminae checkpoint or corrupt ({_one_line(exc)})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise CheckpointError(f"{path}: not a Laminae checkpoint or corrupt ({_one_line(exc)})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({one_line(exc)})") from None
+    if magic != ZIP_MAGIC:
+        raise CheckpointError(f"{path}: not a Laminae checkpoint (not an .npz archive)")
+    arrays = load_npz(path, error=CheckpointError, name=str(path), kind="a Laminae checkpoint")
     raw = arrays.pop(META, None)
     if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
         raise CheckpointError(f"{path}: not a Laminae checkpoint (no '{META}' entry)")
@@ -233,7 +227,3 @@ def _needed_plugins(meta: Mapping[str, Any], err: LaminaeError) -> str:
         if f"'{key.partition(':')[2]}'" in err.message
     ]
     return f" (the checkpoint was written with {', '.join(needed)})" if needed else ""
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

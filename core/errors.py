@@ -11,6 +11,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
+def one_line(exc: BaseException, *, with_type: bool = False) -> str:
+    """Any exception's message folded onto one line (its type name if it has none)."""
+    text = " ".join(str(exc).split())
+    if with_type and text:
+        return f"{type(exc).__name__}: {text}"
+    return text or type(exc).__name__
+
+
 class LaminaeError(Exception):
     """A mistake in what the user gave us: exit status 2, no traceback."""
 

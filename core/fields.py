@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from laminae.errors import LaminaeError, SpecError
+from laminae.errors import LaminaeError, SpecError, one_line
 from laminae.suggest import did_you_mean
 
 
@@ -45,6 +45,6 @@ def instantiate(cls: type, options: Mapping[str, Any]) -> Any:
     except LaminaeError:
         raise
     except (TypeError, ValueError) as exc:
-        raise SpecError(" ".join(str(exc).split()) or type(exc).__name__) from exc
+        raise SpecError(one_line(exc)) from exc
     except Exception as exc:
-        raise SpecError(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+        raise SpecError(one_line(exc, with_type=True)) from exc

@@ -24,7 +24,7 @@ import attrs
 import pluggy
 
 from laminae import hookspecs
-from laminae.errors import LaminaeError, PluginError
+from laminae.errors import LaminaeError, PluginError, one_line
 from laminae.suggest import did_you_mean
 
 KINDS: dict[str, str] = {
@@ -160,10 +160,6 @@ def _import_file(path: Path) -> Any:
     return module
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
 
 class _Loader:
     """Loads plugins one at a time into one pluggy manager and one registry."""
@@ -201,11 +197,11 @@ class _Loader:
         try:
             plugin = load()
         except Exception as exc:
-            raise PluginError(f"import failed: {_one_line(exc)}") from exc
+            raise PluginError(f"import failed: {one_line(exc, with_type=True)}") from exc
         try:
             self.manager.register(plugin, name=name)
         except Exception as exc:
-            raise PluginError(f"not a valid plugin: {_one_line(exc)}") from exc
+            raise PluginError(f"not a valid plugin: {one_line(exc, with_type=True)}") from exc
         return plugin
 
     def _collect(self, name: str, plugin: Any) -> list[tuple[str, str, type]]:
@@ -227,7 +223,7 @@ class _Loader:
                     except LaminaeError:
                         raise
                     except Exception as exc:
-                        raise PluginError(f"hook register_{kind} raised {_one_line(exc)}") from exc
+                        raise PluginError(f"hook register_{kind} raised {one_line(exc, with_type=True)}") from exc
         except LaminaeError:
             self.manager.unregister(plugin)
             raise

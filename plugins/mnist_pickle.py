@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from laminae.errors import DataError
+from laminae.errors import DataError, one_line
 from laminae.plugins.gzipped import read_bytes
 
 
@@ -78,7 +78,7 @@ def load_arrays(path: Path) -> Any:
     except DataError:
         raise
     except Exception as exc:  # a malformed pickle can fail in any of a dozen ways
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = one_line(exc)
         raise DataError(f"{path}: not a valid pickle of numpy arrays ({reason})") from None
 
 
