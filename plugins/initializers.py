@@ -18,8 +18,8 @@ from laminae.validators import non_negative_number, number
 class Normal:
     """N(mean, std²), the classic tutorials' fixed-scale init (0.01, 0.001, or 1.0 for Nielsen's net)."""
 
-    std: float = attrs.field(default=0.01, validator=non_negative_number)
-    mean: float = attrs.field(default=0.0, validator=number())
+    std: float = attrs.field(default=0.01, validator=non_negative_number, metadata={"doc": "standard deviation"})
+    mean: float = attrs.field(default=0.0, validator=number(), metadata={"doc": "mean"})
 
     def __call__(self, shape, fan_in: int, fan_out: int, rng: np.random.Generator, dtype: Any) -> np.ndarray:
         return (self.mean + self.std * rng.standard_normal(shape)).astype(dtype)

@@ -14,10 +14,12 @@ class SGD:
     ``v = momentum * v + g``; the step is ``lr * v`` (or ``lr * (g + momentum * v)``
     with Nesterov), where ``g`` already includes ``weight_decay * w``."""
 
-    lr: float = attrs.field(default=0.01, validator=positive_number)
-    momentum: float = attrs.field(default=0.0, validator=number(0, 1, exclusive_maximum=True))
-    nesterov: bool = attrs.field(default=False, validator=boolean)
-    weight_decay: float = attrs.field(default=0.0, validator=non_negative_number)
+    lr: float = attrs.field(default=0.01, validator=positive_number, metadata={"doc": "step size"})
+    momentum: float = attrs.field(
+        default=0.0, validator=number(0, 1, exclusive_maximum=True), metadata={"doc": "velocity decay, in [0, 1)"}
+    )
+    nesterov: bool = attrs.field(default=False, validator=boolean, metadata={"doc": "Nesterov momentum (needs momentum > 0)"})
+    weight_decay: float = attrs.field(default=0.0, validator=non_negative_number, metadata={"doc": "L2 penalty added to every gradient"})
     _velocity: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
 
     def __attrs_post_init__(self) -> None:

@@ -107,7 +107,7 @@ def test_layers_with_a_type_shows_its_fields(capsys):
 def test_layers_of_another_kind(capsys):
     code, out, _ = run(capsys, "layers", "--kind", "initializers", "normal")
     assert code == 0
-    assert "  std   0.01" in out.splitlines()
+    assert "  std   0.01  standard deviation" in out.splitlines()
 
 
 def test_layers_with_an_unknown_type_suggests(capsys):

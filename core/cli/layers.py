@@ -33,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.type} ({KINDS[args.kind]}, from {registry.owner(args.kind, args.type)}): {summary_line(cls)}")
         fields = hyperparameters(cls)
         width = max((len(key_of(f)) for f in fields), default=0)
+        default_width = max((len(default_text(f)) for f in fields), default=0)
         for field in fields:
-            print(f"  {key_of(field):<{width}}  {default_text(field)}{_doc_text(field)}")
+            print(f"  {key_of(field):<{width}}  {default_text(field):<{default_width}}{_doc_text(field)}".rstrip())
         if not fields:
             print("  (no keys)")
         return 0
