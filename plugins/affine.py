@@ -50,7 +50,11 @@ class Affine:
             np.sum(dout, axis=0, out=self.grads["b"])
         if not self._input_grad:
             return None
-        dx = dout @ self.params["W"].T
+        if self._x.flags.f_contiguous and not self._x.flags.c_contiguous:
+            # a batch-innermost input (a conv's or pool's): a gradient in the same order
+            dx = (self.params["W"] @ dout.T).T
+        else:
+            dx = dout @ self.params["W"].T
         return dx.reshape((len(dout), *self._input_shape))
 
 

@@ -1,6 +1,7 @@
 """The 2-D convolution layer (cross-correlation, NCHW), as im2col + one GEMM."""
 from __future__ import annotations
 
+import functools
 from math import prod
 from typing import Any
 
@@ -8,7 +9,8 @@ import attrs
 import numpy as np
 
 import laminae
-from laminae.plugins.im2col import Window, col2im, im2col, kernel_offsets, scratch, window_output_hw
+from laminae.buffers import Recycler, scratch
+from laminae.plugins.im2col import Window, col2im, im2col, kernel_offsets, window_output_hw
 from laminae.validators import boolean, non_negative_int, positive_int
 
 
@@ -16,13 +18,31 @@ from laminae.validators import boolean, non_negative_int, positive_int
 class Conv:
     """Square-kernel convolution over ``(channels, height, width)`` samples.
 
-    The columns are laid out ``(C*k*k, N*OH*OW)``: each kernel offset then
-    fills contiguous ``(N, OH, OW)`` blocks, and one GEMM ``W (F, C*k*k) @
-    cols`` covers the batch.  The price is one pass from ``(F, N, OH, OW)``
-    to NCHW, which adds the bias on the way; the ``(N*OH*OW, C*k*k)`` layout
-    needs the same pass and scatters every copy.  The column buffer and the
-    GEMM scratch are kept between calls of the same batch shape, and the
-    layer computes in its parameters' dtype (the im2col copy casts the input).
+    Arrays go in and out shaped NCHW, but the layer keeps the batch axis
+    innermost in memory (``C, H, W, N``) and hands its result out as an
+    NCHW-shaped view of such an array.  That one choice makes every pass
+    cheap: each im2col copy and col2im add moves contiguous runs of ``N``
+    (of ``OW*N`` at stride 1), the GEMM writes the output with no transpose pass, element-wise
+    layers keep the order (numpy allocates their results in their input's
+    order), a pool's strided windows still have a contiguous batch axis
+    inside, and the gradient that comes back is usually in the same order,
+    so its ``(F, OH*OW*N)`` matrix is a view for the ``dW`` GEMM.  An input
+    in any other order (a network's first layer gets C-order samples) is
+    copied once into a reused ``(C, H, W, N)`` buffer, and any other dout
+    into a reused scratch buffer.  Arrays returned are fresh to the caller
+    (a :class:`~laminae.buffers.Recycler` reuses only memory nobody
+    refers to any more).
+
+    The columns are laid out ``(C*k*k [+ 1], OH, OW, N)``, and one GEMM
+    ``[W | b] @ cols`` covers the batch: with a bias the last column row is
+    all ones, so the GEMM adds the bias and backward's ``dW`` GEMM yields
+    ``db`` as its last column.  For skinny shapes (few filters and weights)
+    the one np.matmul call is a stacked one over column blocks of the long
+    axis, which OpenBLAS runs much faster (see :func:`_chunks`).  The
+    buffers are kept between calls of the
+    same batch shape, and the layer computes in its parameters' dtype (the
+    input copy casts).  As a network's first layer (``ctx.input_grad``
+    false) backward skips ``dx`` entirely: no ``dcols`` GEMM, no col2im.
     """
 
     filters: int = attrs.field(validator=positive_int)
@@ -37,13 +57,21 @@ class Conv:
     _input_shape: tuple[int, int, int] = attrs.field(init=False, default=(0, 0, 0), repr=False)
     _output_hw: tuple[int, int] = attrs.field(init=False, default=(0, 0), repr=False)
     _offsets: list[Window] = attrs.field(init=False, factory=list, repr=False)
+    _input_grad: bool = attrs.field(init=False, default=True, repr=False)
+    _x: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
     _cols: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
     _dcols: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
     _gemm: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
+    _weights: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
+    _dweights: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
+    _partial: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
+    _outputs: Recycler = attrs.field(init=False, factory=Recycler, repr=False)
+    _input_grads: Recycler = attrs.field(init=False, factory=Recycler, repr=False)
 
     def build(self, input_shape: tuple[int, ...], ctx: laminae.BuildContext) -> tuple[int, ...]:
         self._output_hw = window_output_hw(input_shape, self.size, self.stride, self.pad, "kernel")
         self._input_shape = tuple(input_shape)
+        self._input_grad = ctx.input_grad
         self._offsets = kernel_offsets(input_shape[1:], self._output_hw, self.size, self.stride, self.pad)
         channels, k = input_shape[0], self.size
         shape = (self.filters, channels, k, k)
@@ -51,44 +79,117 @@ class Conv:
         if self.bias:
             self.params["b"] = np.zeros(self.filters, dtype=ctx.dtype)
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+        rows = channels * k * k + self.bias
+        self._weights = np.zeros((self.filters, rows), ctx.dtype)
+        self._dweights = np.zeros((self.filters, rows), ctx.dtype)
         return (self.filters, *self._output_hw)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         n, f, (oh, ow) = len(x), self.filters, self._output_hw
-        weights = self.params["W"]
-        self._cols = scratch(self._cols, (*weights.shape[1:], n, oh, ow), weights.dtype)
-        im2col(x, _by_offset(self._cols), self._offsets)
-        self._gemm = scratch(self._gemm, (f, n, oh, ow), weights.dtype)
-        np.matmul(_matrix(weights), _matrix(self._cols, 3), out=_matrix(self._gemm))
-        out = np.empty((n, f, oh, ow), weights.dtype)
-        by_sample = self._gemm.transpose(1, 0, 2, 3)
+        weights, rows = self.params["W"], self._weights.shape[1]
+        batch_last = x.transpose(1, 2, 3, 0)
+        if not batch_last.flags.c_contiguous or x.dtype != weights.dtype:
+            self._x = scratch(self._x, batch_last.shape, weights.dtype)
+            np.copyto(self._x, batch_last)
+            x = self._x.transpose(3, 0, 1, 2)
+        cols = self._cols
+        self._cols = scratch(cols, (rows, oh, ow, n), weights.dtype)
+        if self.bias and self._cols is not cols:
+            self._cols[-1] = 1  # the bias row: set once per buffer
+        im2col(x, _by_offset(self._cols, weights.shape[1:]), self._offsets)
         if self.bias:
-            np.add(by_sample, self.params["b"][:, None, None], out=out)
+            self._weights[:, :-1] = _matrix(weights)
+            self._weights[:, -1] = self.params["b"]
         else:
-            np.copyto(out, by_sample)
-        return out
+            self._weights[...] = _matrix(weights)
+        out = self._outputs.empty((f, oh, ow, n), weights.dtype)
+        chunks = _chunks(f * rows, oh * ow * n, FORWARD_CHUNKING, CHUNK_WORK)
+        np.matmul(self._weights, _chunked(_matrix(self._cols), chunks), out=_chunked(_matrix(out), chunks))
+        return out.transpose(3, 0, 1, 2)
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        weights, dout_t = _matrix(self.params["W"]), _matrix(self._gemm)
-        np.copyto(self._gemm, dout.transpose(1, 0, 2, 3))
-        np.matmul(dout_t, _matrix(self._cols, 3).T, out=_matrix(self.grads["W"]))
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
+        weights = self.params["W"]
+        by_filter = dout.transpose(1, 2, 3, 0)
+        if not by_filter.flags.c_contiguous or by_filter.dtype != weights.dtype:
+            self._gemm = scratch(self._gemm, by_filter.shape, weights.dtype)
+            np.copyto(self._gemm, by_filter)
+            by_filter = self._gemm
+        dout_t, cols_t = _matrix(by_filter), _matrix(self._cols)
+        chunks = _chunks(self._dweights.size, cols_t.shape[1], DWEIGHTS_CHUNKING, CHUNK_WORK)
+        if chunks == 1:
+            np.matmul(dout_t, cols_t.T, out=self._dweights)
+        else:
+            self._partial = scratch(self._partial, (chunks, *self._dweights.shape), weights.dtype)
+            blocks = _chunked(cols_t, chunks).transpose(0, 2, 1)
+            np.matmul(_chunked(dout_t, chunks), blocks, out=self._partial)
+            np.sum(self._partial, axis=0, out=self._dweights)
         if self.bias:
-            np.sum(dout_t, axis=1, out=self.grads["b"])
-        self._dcols = scratch(self._dcols, self._cols.shape, weights.dtype)
-        np.matmul(weights.T, dout_t, out=_matrix(self._dcols, 3))
-        dx = np.zeros((len(dout), *self._input_shape), weights.dtype)
-        col2im(_by_offset(self._dcols), dx, self._offsets)
+            np.copyto(_matrix(self.grads["W"]), self._dweights[:, :-1])
+            np.copyto(self.grads["b"], self._dweights[:, -1])
+        else:
+            np.copyto(_matrix(self.grads["W"]), self._dweights)
+        if not self._input_grad:
+            return None
+        rows = _matrix(weights).shape[1]
+        self._dcols = scratch(self._dcols, (rows, *self._cols.shape[1:]), weights.dtype)
+        np.matmul(_matrix(weights).T, dout_t, out=_matrix(self._dcols))
+        channels, height, width = self._input_shape
+        dx = self._input_grads.empty((channels, height, width, len(dout)), weights.dtype)
+        dx.fill(0)
+        dx = dx.transpose(3, 0, 1, 2)
+        col2im(_by_offset(self._dcols, weights.shape[1:]), dx, self._offsets)
         return dx
 
 
-def _matrix(array: np.ndarray, rows_ndim: int = 1) -> np.ndarray:
-    """The 2-D view a GEMM wants: the first ``rows_ndim`` axes as rows."""
-    return array.reshape(prod(array.shape[:rows_ndim]), -1)
+FORWARD_CHUNKING = 512
+"""Split the forward GEMM when ``F * (C*k*k + 1)`` is at most this (see :func:`_chunks`)."""
+DWEIGHTS_CHUNKING = 1024
+"""Split the ``dW`` GEMM when ``F * (C*k*k + 1)`` is at most this."""
+CHUNK_WORK = 500_000
+"""Multiply-adds per piece of a split GEMM: under OpenBLAS's small-matrix
+limit (1e6 M*N*K), where its unpacked kernel runs skinny products 1.4-5x
+faster than the packed one (measured, one thread and two)."""
 
 
-def _by_offset(cols: np.ndarray) -> np.ndarray:
-    """Columns ``(C, k, k, N, OH, OW)`` seen in im2col's ``(k, k, N, C, OH, OW)`` order."""
-    return cols.transpose(1, 2, 3, 0, 4, 5)
+@functools.lru_cache(maxsize=64)
+def _chunks(small: int, length: int, limit: int, work: int) -> int:
+    """How many pieces to cut a GEMM's long ``length`` axis into (1: none).
+
+    The conv GEMMs are skinny: ``F x (C*k*k+1)`` against ``OH*OW*N``.  When
+    ``small``, the product of the two short sides, is at most ``limit``, the
+    long axis is cut into equal pieces of about ``work`` multiply-adds,
+    run by one stacked np.matmul call.  Measured: lenet's first conv (6
+    filters of 26 weights) forward 0.53 -> 0.23 ms and ``dW`` 1.3 -> 0.23
+    ms; simple_cnn's ``dW`` (30 x 26) 2.4 -> 1.75 ms but its forward slower
+    (hence the two limits); lenet's second conv (16 x 151) unchanged.
+    """
+    if small > limit:
+        return 1
+    wanted = min(-(-small * length // work), length)
+    for pieces in range(max(wanted, 1), min(4 * wanted, length) + 1):
+        if length % pieces == 0:
+            return pieces
+    return 1
+
+
+def _chunked(matrix: np.ndarray, chunks: int) -> np.ndarray:
+    """``matrix`` (rows, L) as ``chunks`` stacked (rows, L/chunks) column blocks, a view."""
+    if chunks == 1:
+        return matrix
+    rows, length = matrix.shape
+    return matrix.reshape(rows, chunks, length // chunks).transpose(1, 0, 2)
+
+
+def _matrix(array: np.ndarray) -> np.ndarray:
+    """The 2-D view a GEMM wants: the first axis as rows."""
+    return array.reshape(len(array), -1)
+
+
+def _by_offset(cols: np.ndarray, kernel: tuple[int, int, int]) -> np.ndarray:
+    """The first ``C*k*k`` column rows, ``(C, k, k, OH, OW, N)``, seen in
+    im2col's ``(k, k, N, C, OH, OW)`` order."""
+    rows = prod(kernel)
+    return cols[:rows].reshape(*kernel, *cols.shape[1:]).transpose(1, 2, 5, 0, 3, 4)
 
 
 @laminae.hookimpl

@@ -78,11 +78,3 @@ def col2im(cols: np.ndarray, dx: np.ndarray, offsets: list[Window]) -> None:
     zero-initialised ``dx`` (N, C, H, W): the transpose of :func:`im2col`."""
     for col_index, x_index in offsets:
         dx[x_index] += cols[col_index]
-
-
-def scratch(buffer: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """``buffer`` when it already has this shape and dtype, else a fresh zeroed
-    one: layers keep their column buffers across calls of the same batch shape."""
-    if buffer is not None and buffer.shape == shape and buffer.dtype == dtype:
-        return buffer
-    return np.zeros(shape, dtype)

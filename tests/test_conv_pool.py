@@ -5,9 +5,12 @@ import numpy as np
 import pytest
 
 import laminae
+from laminae import testing
 from laminae.plugins import conv as conv_module
 from laminae.plugins import pool as pool_module
+from laminae.plugins.activations import ReLU
 from laminae.plugins.conv import Conv
+from laminae.buffers import Recycler
 from laminae.plugins.pool import Pool
 from laminae.testing import check_layer
 
@@ -79,6 +82,43 @@ def test_conv_matches_loop_reference(batch, shape, filters, size, stride, pad, b
         assert set(layer.params) == set(layer.grads) == {"W"}
 
 
+@pytest.mark.parametrize("batch, shape, filters, size, stride, pad, bias", CONV_CASES)
+def test_conv_split_gemms_match_loop_reference(monkeypatch, batch, shape, filters, size, stride, pad, bias):
+    """The stacked-matmul GEMMs that small convs use on big batches, forced on small shapes."""
+    used = []
+
+    def split(small, length, limit, work):
+        used.append(next(pieces for pieces in (3, 2, 1) if length % pieces == 0))
+        return used[-1]
+
+    monkeypatch.setattr(conv_module, "_chunks", split)
+    rng = np.random.default_rng(12)
+    layer = make_conv(filters, size, stride=stride, pad=pad, bias=bias)
+    build(layer, shape)
+    random_bias(layer, rng)
+    x = rng.standard_normal((batch, *shape))
+    out = layer.forward(x, True)
+    expected = ref.conv_forward(x, layer.params["W"], layer.params.get("b"), stride, pad)
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    dx = layer.backward(dout)
+    dx_ref, dw_ref, db_ref = ref.conv_backward(x, layer.params["W"], stride, pad, dout)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(layer.grads["W"], dw_ref, rtol=1e-10, atol=1e-12)
+    if bias:
+        np.testing.assert_allclose(layer.grads["b"], db_ref, rtol=1e-10, atol=1e-12)
+    assert len(used) == 2 and max(used) > 1
+
+
+def test_conv_splits_only_skinny_gemms():
+    assert conv_module._chunks(6 * 26, 50176, 512, 500_000) == 16
+    assert conv_module._chunks(30 * 26, 57600, 512, 500_000) == 1
+    assert conv_module._chunks(30 * 26, 57600, 1024, 500_000) > 1
+    assert conv_module._chunks(16 * 151, 6400, 1024, 500_000) == 1
+    assert conv_module._chunks(6, 10, 512, 500_000) == 1
+    assert conv_module._chunks(6, 10, 512, 1) == 10  # never more pieces than columns
+
+
 @pytest.mark.parametrize("mode", ["max", "avg"])
 @pytest.mark.parametrize("batch, shape, size, stride", POOL_CASES)
 def test_pool_matches_loop_reference(batch, shape, size, stride, mode):
@@ -110,17 +150,8 @@ def test_max_pool_sends_ties_to_the_first_maximum(batch, shape, size, stride):
 
 
 def numerical_gradient(loss, array, eps=1e-6):
-    """Central differences of ``loss()`` with respect to every entry of ``array``, in place."""
-    grad = np.empty_like(array)
-    for index in np.ndindex(array.shape):
-        saved = array[index]
-        array[index] = saved + eps
-        plus = loss()
-        array[index] = saved - eps
-        minus = loss()
-        array[index] = saved
-        grad[index] = (plus - minus) / (2 * eps)
-    return grad
+    """Central differences of ``loss()`` at every entry of ``array`` (the kit's, over all indices)."""
+    return testing.numerical_gradient(loss, array, list(np.ndindex(array.shape)), eps).reshape(array.shape)
 
 
 def assert_gradients(layer, x, seed=4):
@@ -220,6 +251,41 @@ def test_changing_batch_size_between_calls(make, shape):
     for x, (out, dx) in zip(batches, results):
         np.testing.assert_array_equal(fresh.forward(x, True), out)
         np.testing.assert_array_equal(fresh.backward(np.ones_like(out)), dx)
+
+
+@pytest.mark.parametrize("make, shape", [*LAYERS, (lambda: ReLU(), (3, 6, 8))])
+def test_returned_arrays_are_never_reused_while_referenced(make, shape):
+    """Outputs and input gradients come from a Recycler: memory is handed out
+    again only once nothing refers to it, views included."""
+    rng = np.random.default_rng(13)
+    layer = make()
+    build(layer, shape)
+    held = []
+    for step in range(4):
+        x = rng.standard_normal((2, *shape))
+        out = layer.forward(x, True)
+        dx = layer.backward(np.ones_like(out))
+        held.append((out[:1], dx.T, out.copy(), dx.copy()))  # views keep the memory referenced
+        del out, dx
+    for view_out, view_dx, copy_out, copy_dx in held:
+        np.testing.assert_array_equal(view_out, copy_out[:1])
+        np.testing.assert_array_equal(view_dx, copy_dx.T)
+
+
+def test_recycler_reuses_only_unreferenced_memory():
+    recycler = Recycler()
+    first = recycler.empty((3, 4), np.float32)
+    second = recycler.empty((3, 4), np.float32)
+    assert not np.shares_memory(first, second)
+    view = first.T
+    del first
+    third = recycler.empty((4, 3), np.float32)  # the first block is still seen through the view
+    assert not np.shares_memory(third, view) and not np.shares_memory(third, second)
+    address = second.__array_interface__["data"][0]
+    del second
+    again = recycler.empty((2, 6), np.float32, order=(1, 0))  # same bytes, any shape and order
+    assert again.__array_interface__["data"][0] == address
+    assert again.shape == (2, 6) and again.strides == (4, 8)
 
 
 def test_conv_reuses_its_column_buffer():
