@@ -41,6 +41,10 @@ import tutorial_numpy  # noqa: E402
 TARGETS = {"dnn": 2.0, "simple_cnn": 2.0}
 """Laminae/PyTorch throughput each network should reach; every other: 1.0."""
 TUTORIAL_TARGET, PEAK_TARGET, RSS_TARGET_MB = 10.0, 0.40, 1536
+SETTLE_SECONDS = 0.5
+"""Pause before each timed run: the previous framework's worker threads (PyTorch's
+OpenMP pool, OpenBLAS's) spin for a while after their last task, and would
+otherwise take a core from whichever framework runs next."""
 
 
 def load_data(data_dir: str | None, full: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
@@ -96,6 +100,7 @@ class Contenders:
         best = dict.fromkeys(self.runs, float("inf"))
         for _ in range(rounds):
             for name, run in self.runs.items():
+                time.sleep(SETTLE_SECONDS)
                 start = time.perf_counter()
                 run()
                 best[name] = min(best[name], time.perf_counter() - start)
