@@ -16,9 +16,9 @@ class Affine:
     """Fully connected layer; flattens each sample first, like the classic code,
     so it can follow a conv or pool layer directly."""
 
-    units: int = attrs.field(validator=positive_int)
-    bias: bool = attrs.field(default=True, validator=boolean)
-    init: Any = attrs.field(default="he", metadata={"laminae": "initializer"})
+    units: int = attrs.field(validator=positive_int, metadata={"doc": "output size"})
+    bias: bool = attrs.field(default=True, validator=boolean, metadata={"doc": "add a learned bias"})
+    init: Any = attrs.field(default="he", metadata={"laminae": "initializer", "doc": "weights"})
 
     params: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
     grads: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)

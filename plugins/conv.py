@@ -45,12 +45,12 @@ class Conv:
     false) backward skips ``dx`` entirely: no ``dcols`` GEMM, no col2im.
     """
 
-    filters: int = attrs.field(validator=positive_int)
-    size: int = attrs.field(validator=positive_int)
-    stride: int = attrs.field(default=1, validator=positive_int)
-    pad: int = attrs.field(default=0, validator=non_negative_int)
-    bias: bool = attrs.field(default=True, validator=boolean)
-    init: Any = attrs.field(default="he", metadata={"laminae": "initializer"})
+    filters: int = attrs.field(validator=positive_int, metadata={"doc": "output channels"})
+    size: int = attrs.field(validator=positive_int, metadata={"doc": "kernel height and width"})
+    stride: int = attrs.field(default=1, validator=positive_int, metadata={"doc": "step between windows"})
+    pad: int = attrs.field(default=0, validator=non_negative_int, metadata={"doc": "zeros added on each side"})
+    bias: bool = attrs.field(default=True, validator=boolean, metadata={"doc": "add a learned bias per filter"})
+    init: Any = attrs.field(default="he", metadata={"laminae": "initializer", "doc": "kernels"})
 
     params: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
     grads: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)

@@ -37,11 +37,13 @@ class Pool:
     is strictly greater than the running max.
     """
 
-    size: int = attrs.field(default=2, validator=positive_int)
+    size: int = attrs.field(default=2, validator=positive_int, metadata={"doc": "window height and width"})
     stride: int = attrs.field(
-        default=attrs.Factory(lambda self: self.size, takes_self=True), validator=positive_int
+        default=attrs.Factory(lambda self: self.size, takes_self=True),
+        validator=positive_int,
+        metadata={"doc": "step between windows (default: size)"},
     )
-    mode: str = attrs.field(default="max", validator=one_of("max", "avg"))
+    mode: str = attrs.field(default="max", validator=one_of("max", "avg"), metadata={"doc": "'max' or 'avg'"})
 
     params: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
     grads: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)

@@ -99,8 +99,8 @@ def test_layers_with_a_type_shows_its_fields(capsys):
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("conv (layer, from laminae.plugins.conv): Square-kernel convolution")
-    assert "  filters  required" in lines
-    assert "  stride   1" in lines
+    assert "  filters  required  output channels" in lines
+    assert "  stride   1         step between windows" in lines
     assert any(line.startswith('  init     "he"') and "initializer" in line for line in lines)
 
 

@@ -27,10 +27,10 @@ from benchmarks.tutorial_numpy import Convolution
 from laminae.plugins.conv import Conv
 
 BATCH, SAMPLE, FILTERS, SIZE = 20, (1, 28, 28), 30, 5
-MIN_SPEEDUP = 3.0
-"""Measured 3.9-5.7x single-threaded on a busy 2-core machine (2026-11-23); the
-issue's 5x goal is for after the conv work lands.  A regression to
-book-style code would land near 1x."""
+MIN_SPEEDUP = 4.0
+"""Measured 5.0-5.9x single-threaded with a training run beside it on the
+2-core machine (2026-11-23, after the conv work); 4x leaves room for that
+noise while a regression to book-style code would land near 1x."""
 ROUNDS = 15
 ROOT = Path(__file__).resolve().parent.parent
 
