@@ -40,7 +40,8 @@ def train(model, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> No
 
 
 SGD_OPTIONS = ("lr", "momentum", "nesterov", "weight_decay")
-"""Laminae's SGD fields, which ``torch.optim.SGD`` spells the same way."""
+"""Laminae's SGD fields, which ``torch.optim.SGD`` spells the same way.  ``decay``
+(a learning-rate schedule) is left out: it changes the step size, not the work."""
 
 
 def hyperparameters(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -27,7 +27,7 @@ def test_save_and_load_give_the_same_predictions_and_optimizer_state(registry, t
     np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
     assert loaded.spec == model.spec and loaded.name == model.name
     before, after = model.optimizer.state_dict(), loaded.optimizer.state_dict()
-    assert before.keys() == after.keys() and len(before) == 4
+    assert before.keys() == after.keys() and len(before) == 5
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
@@ -46,7 +46,7 @@ def test_the_file_holds_plain_arrays_and_a_json_entry(registry, trained, tmp_pat
     with np.load(tmp_path / "model.npz", allow_pickle=False) as archive:
         assert set(archive.files) == {
             "meta", "param/0.W", "param/0.b", "param/2.W", "param/2.b",
-            "optim/velocity/0.W", "optim/velocity/0.b", "optim/velocity/2.W", "optim/velocity/2.b",
+            "optim/velocity/0.W", "optim/velocity/0.b", "optim/velocity/2.W", "optim/velocity/2.b", "optim/steps",
         }
         assert archive["meta"].dtype == np.uint8
         meta = json.loads(archive["meta"].tobytes())
