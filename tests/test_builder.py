@@ -42,7 +42,7 @@ def test_builtin_model_details(registry):
     sigmoid = laminae.from_toml(MODELS_TOML, "sigmoid_net", registry=registry)
     assert sigmoid.network.params["0.W"].std() == pytest.approx(1.0, rel=0.05)
     lenet = laminae.from_toml(MODELS_TOML, "lenet", registry=registry)
-    assert (lenet.optimizer.momentum, lenet.optimizer.weight_decay) == (0.9, 0.0005)
+    assert (lenet.optimizer.momentum, lenet.optimizer.weight_decay, lenet.optimizer.decay) == (0.9, 0.0005, 0.001)
     assert lenet.network.shapes[0] == (6, 28, 28)
 
 
