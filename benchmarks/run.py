@@ -1,6 +1,6 @@
 """Laminae against PyTorch and the classic tutorial code, in one process.
 
-    python benchmarks/run.py [--batches N] [--networks dnn,simple_cnn] [--data-dir ../shared/data]
+    python benchmarks/run.py [--samples N | --batches N] [--networks dnn,simple_cnn] [--data-dir ../shared/data]
 
 Each network trains the same number of mini-batches in each framework, the
 frameworks taking turns for several rounds; the best round of each is kept,
@@ -145,7 +145,10 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, default=50, help="mini-batches per timed run (default 50)")
+    parser.add_argument("--samples", type=int, default=12800,
+                        help="training samples per timed run, rounded up to whole batches (default 12800: long"
+                             " enough that waking the thread pools after the settle pause does not count)")
+    parser.add_argument("--batches", type=int, help="mini-batches per timed run (overrides --samples)")
     parser.add_argument("--threads", type=int, default=THREADS, help="BLAS and PyTorch threads (default 2)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best is kept (default 3)")
     parser.add_argument("--networks", default=",".join(lm.NETWORKS), help="comma-separated models.toml names")
@@ -177,13 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"; torch {torch.__version__}, {torch.get_num_threads()} threads", end="")
     else:
         print("; PyTorch not installed (pip install '.[bench]'): Laminae and tutorial only", end="")
-    print(f"\nbest of {args.rounds} alternating rounds of {args.batches} batches each\n")
+    per_run = f"{args.batches} batches" if args.batches else f"{args.samples} samples"
+    print(f"\nbest of {args.rounds} alternating rounds of {per_run} each\n")
 
     rows = []
     for name in args.networks.split(","):
         spec = specs[name]
         batch = spec["train"]["batch_size"]
-        batches = min(args.batches, len(x) // batch)
+        batches = min(args.batches or -(-args.samples // batch), len(x) // batch)
         contenders = Contenders(spec, x[: batches * batch], y[: batches * batch], batch, with_torch)
         losses = contenders.initial_losses()
         if max(losses.values()) - min(losses.values()) > 1e-3 * max(1.0, abs(losses["laminae"])):
