@@ -30,6 +30,9 @@ class SGD:
     )
     _velocity: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
     _steps: int = attrs.field(init=False, default=0, repr=False)
+    _scratch: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
+    """``lr * g`` for each parameter, written in place: a fresh array each step
+    would cost page faults as large as the parameters."""
 
     def __attrs_post_init__(self) -> None:
         if self.nesterov and self.momentum == 0:
@@ -50,7 +53,10 @@ class SGD:
                     velocity *= self.momentum
                     velocity += grad
                 grad = grad + self.momentum * velocity if self.nesterov else velocity
-            param -= lr * grad
+            scaled = self._scratch.get(name)
+            if scaled is None or scaled.shape != param.shape or scaled.dtype != param.dtype:
+                scaled = self._scratch[name] = np.empty_like(param)
+            param -= np.multiply(grad, lr, out=scaled)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {f"velocity/{name}": v.copy() for name, v in self._velocity.items()}
