@@ -34,8 +34,6 @@ FORMAT_VERSION = 1
 META = "meta"
 PARAM = "param/"
 OPTIM = "optim/"
-ZIP_MAGIC = b"PK\x03\x04"
-"""How every ``.npz`` begins: anything else is refused before numpy could unpickle it."""
 
 
 @attrs.frozen(eq=False)
@@ -146,13 +144,15 @@ def read(path: str | os.PathLike, *, registry: Registry | None = None) -> Checkp
         raise CheckpointError(f"{err.message}{_needed_plugins(meta, err)}") from None
     params = {k.removeprefix(PARAM): v for k, v in arrays.items() if k.startswith(PARAM)}
     unexpected = [k for k in arrays if k != META and not k.startswith((PARAM, OPTIM))]
+    optimizer_state = {k.removeprefix(OPTIM): v for k, v in arrays.items() if k.startswith(OPTIM)}
     problems = [f"unexpected array {k!r}" for k in unexpected] + parameter_problems(model.network, params)
+    problems += optimizer_state_problems(model.network, optimizer_state)
     if problems:
         raise CheckpointError(f"{path}: " + "; ".join(problems))
     for name, array in params.items():
         model.network.params[name][...] = array
     try:
-        model.optimizer.load_state_dict({k.removeprefix(OPTIM): v for k, v in arrays.items() if k.startswith(OPTIM)})
+        model.optimizer.load_state_dict(optimizer_state)
     except LaminaeError as err:
         raise CheckpointError(f"{path}: optimizer state: {err.message}") from None
     except (KeyError, ValueError, TypeError) as exc:
@@ -174,6 +174,31 @@ def parameter_problems(network: Network, stored: Mapping[str, np.ndarray]) -> li
             problems.append(
                 f"{where}: parameter {param!r} has shape {stored[name].shape}, expected {network.params[name].shape}"
             )
+        elif not np.issubdtype(stored[name].dtype, np.floating):
+            problems.append(f"{where}: parameter {param!r} holds {stored[name].dtype}, not floating-point numbers")
+    return problems
+
+
+def optimizer_state_problems(network: Network, state: Mapping[str, np.ndarray]) -> list[str]:
+    """What makes a stored optimizer state unusable by ``network``.
+
+    By the Optimizer protocol's convention, a state array named
+    ``"<anything>/<parameter>"`` (``velocity/3.W``) belongs to that parameter
+    and has its shape, so any optimizer's state is checked here, before its
+    own ``load_state_dict`` could fail mid-step.
+    """
+    problems = []
+    for key in sorted(state):
+        array = state[key]
+        _, slash, param = key.rpartition("/")
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            problems.append(f"optimizer state {key!r} holds {array.dtype}, not numbers")
+        elif slash and param not in network.params:
+            problems.append(f"optimizer state {key!r} is for parameter {param!r}, which the model does not have")
+        elif slash and array.shape != network.params[param].shape:
+            problems.append(
+                f"optimizer state {key!r} has shape {array.shape}, expected {network.params[param].shape}"
+            )
     return problems
 
 
@@ -190,17 +215,6 @@ def _layer_label(network: Network, index: str) -> str:
 
 def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Every array and the decoded ``meta``, or a one-line CheckpointError naming the file."""
-    try:
-        with open(path, "rb") as file:
-            magic = file.read(len(ZIP_MAGIC))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a directory without a {CHECKPOINT_FILE}") from None
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({one_line(exc)})") from None
-    if magic != ZIP_MAGIC:
-        raise CheckpointError(f"{path}: not a Laminae checkpoint (not an .npz archive)")
     arrays = load_npz(path, error=CheckpointError, name=str(path), kind="a Laminae checkpoint")
     raw = arrays.pop(META, None)
     if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
@@ -221,9 +235,10 @@ def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 def _needed_plugins(meta: Mapping[str, Any], err: LaminaeError) -> str:
     """Which plugin (and version) wrote the types the rebuild could not find."""
+    plugins = meta.get("plugins")
     needed = [
-        f"{key.partition(':')[2]!r} from plugin {info['plugin']!r} {info['version']}"
-        for key, info in meta.get("plugins", {}).items()
-        if f"'{key.partition(':')[2]}'" in err.message
+        f"{key.partition(':')[2]!r} from plugin {info.get('plugin')!r} {info.get('version')}"
+        for key, info in (plugins.items() if isinstance(plugins, Mapping) else ())
+        if isinstance(key, str) and isinstance(info, Mapping) and f"'{key.partition(':')[2]}'" in err.message
     ]
     return f" (the checkpoint was written with {', '.join(needed)})" if needed else ""

@@ -87,6 +87,9 @@ class Model:
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """Mean loss and accuracy over ``(x, y)`` in inference mode."""
+        from laminae.training import check_data
+
+        check_data(self, x, y, "evaluation data")
         total_loss, correct = 0.0, 0
         labels = y if y.ndim == 1 else y.argmax(axis=1)
         for start in range(0, len(x), EVAL_BATCH):

@@ -59,7 +59,9 @@ class Optimizer(Protocol):
     ``params`` and ``grads`` map stable names (``"3.W"``) to arrays; the same
     dicts are passed at every step.  The state (momentum buffers, step
     counters) is a flat dict of arrays so that a checkpoint can store it
-    without pickling.
+    without pickling.  A state array that belongs to one parameter is named
+    ``"<anything>/<parameter>"`` (``"velocity/3.W"``) and has its shape: that
+    is how a checkpoint is checked against its model before it is loaded.
     """
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None: ...

@@ -22,10 +22,11 @@ import attrs
 import numpy as np
 
 from laminae import batches, checkpoint, metrics
-from laminae.errors import DataError, TrainingError
+from laminae.errors import CheckpointError, DataError, TrainingError, one_line
 from laminae.interrupt import GracefulStop
 from laminae.metrics import EpochMetrics
 from laminae.progress import ProgressBar
+from laminae.validators import non_negative_int, non_negative_number, positive_int
 
 if TYPE_CHECKING:
     from laminae.model import Model
@@ -35,6 +36,11 @@ SPEC_FILE = "spec.json"
 Arrays = tuple[np.ndarray, np.ndarray]
 
 
+def _rng_state(_state: TrainingState, _attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None:
+        batches.rng_from_state(value)
+
+
 @attrs.define
 class TrainingState:
     """Where a run stands: finished epochs, batches done in the next one, and the
@@ -42,20 +48,22 @@ class TrainingState:
     the unfinished epoch so its metrics come out as if never interrupted.
 
     ``epochs``, ``batch_size``, ``seed`` and ``samples`` are the run's settings,
-    kept so that a resumed run cannot silently train differently.
+    kept so that a resumed run cannot silently train differently.  Every field
+    is validated, on creation and on assignment: a state read from a
+    checkpoint someone edited must fail here, not as a traceback mid-epoch.
     """
 
-    epochs: int
-    batch_size: int
-    seed: int
-    samples: int
-    epoch: int = 0
-    batch: int = 0
-    rng_state: dict[str, Any] | None = None
-    loss_sum: float = 0.0
-    correct: int = 0
-    seen: int = 0
-    seconds: float = 0.0
+    epochs: int = attrs.field(validator=positive_int)
+    batch_size: int = attrs.field(validator=positive_int)
+    seed: int = attrs.field(validator=non_negative_int)
+    samples: int = attrs.field(validator=positive_int)
+    epoch: int = attrs.field(default=0, validator=non_negative_int)
+    batch: int = attrs.field(default=0, validator=non_negative_int)
+    rng_state: dict[str, Any] | None = attrs.field(default=None, validator=_rng_state)
+    loss_sum: float = attrs.field(default=0.0, validator=non_negative_number)
+    correct: int = attrs.field(default=0, validator=non_negative_int)
+    seen: int = attrs.field(default=0, validator=non_negative_int)
+    seconds: float = attrs.field(default=0.0, validator=non_negative_number)
 
     @property
     def finished(self) -> bool:
@@ -65,8 +73,21 @@ class TrainingState:
         return attrs.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TrainingState:
-        return cls(**data)
+    def from_json(cls, data: Any, where: str = "checkpoint") -> TrainingState:
+        """The state saved by :meth:`to_json`, or a one-line CheckpointError naming ``where``."""
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{where}: corrupt training position (not a table)")
+        known = {field.name for field in attrs.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CheckpointError(f"{where}: corrupt training position (unknown key {unknown[0]!r})")
+        try:
+            state = cls(**data)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{where}: corrupt training position ({one_line(exc)})") from None
+        if state.batch > batches.batch_count(state.samples, state.batch_size) or state.seen > state.samples:
+            raise CheckpointError(f"{where}: corrupt training position (batch {state.batch} of an epoch that has fewer)")
+        return state
 
 
 @attrs.define
@@ -99,20 +120,26 @@ def fit(
     registry: Registry | None = None,
 ) -> TrainingResult:
     """Train ``model`` in place; see :meth:`laminae.model.Model.fit`."""
-    _check_data(model, x, y, "training data")
+    check_data(model, x, y, "training data")
     for name, data in (("validation data", validation_data), ("test data", test_data)):
         if data is not None:
-            _check_data(model, *data, name)
+            check_data(model, *data, name)
     config = model.train_config
-    state = resume or TrainingState(
-        epochs=epochs or config.epochs,
-        batch_size=batch_size or config.batch_size,
-        seed=config.seed if seed is None else seed,
-        samples=len(x),
-    )
-    if resume is not None:
-        state.epochs = epochs or state.epochs
-        _check_resumable(state, len(x), batch_size, seed)
+    try:
+        if resume is None:
+            state = TrainingState(
+                epochs=config.epochs if epochs is None else epochs,
+                batch_size=config.batch_size if batch_size is None else batch_size,
+                seed=config.seed if seed is None else seed,
+                samples=len(x),
+            )
+        else:
+            state = resume
+            _check_resumable(state, len(x), batch_size, seed)
+            if epochs is not None:
+                state.epochs = epochs
+    except (TypeError, ValueError) as exc:
+        raise TrainingError(f"cannot train: {one_line(exc)}") from None
     if state.rng_state is None:
         state.rng_state = batches.shuffle_rng(state.seed).bit_generator.state
     run = _RunDir(Path(run_dir), model, registry) if run_dir is not None else None
@@ -197,14 +224,38 @@ def _next_epoch(state: TrainingState) -> None:
     state.batch, state.loss_sum, state.correct, state.seen, state.seconds = 0, 0.0, 0, 0, 0.0
 
 
-def _check_data(model: Model, x: np.ndarray, y: np.ndarray, what: str) -> None:
+def check_data(model: Model, x: np.ndarray, y: np.ndarray, what: str) -> None:
+    """Refuse data that does not fit the model, before a batch fails deep inside a layer."""
     expected = model.network.input_shape
+    if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
+        raise DataError(f"{what}: samples and labels must be numpy arrays")
     if x.ndim < 1 or tuple(x.shape[1:]) != expected:
         raise DataError(f"{what}: samples have shape {tuple(x.shape[1:])}, but the model expects {expected}")
     if len(y) != len(x):
         raise DataError(f"{what}: {len(y)} labels for {len(x)} samples")
     if len(x) == 0:
         raise DataError(f"{what}: no samples")
+    check_labels(model, y, what)
+
+
+def check_labels(model: Model, y: np.ndarray, what: str) -> None:
+    """Integer labels inside the model's classes, or one-hot rows as wide as its output."""
+    output = model.network.output_shape
+    if len(output) != 1:
+        raise DataError(f"{what}: the model's output has shape {output}; a classifier needs one score per class")
+    classes = output[0]
+    if y.ndim == 2:
+        if y.shape[1] != classes:
+            raise DataError(f"{what}: one-hot labels have {y.shape[1]} columns, but the model outputs {classes} classes")
+        if not np.issubdtype(y.dtype, np.floating) and not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{what}: one-hot labels must be numbers, got {y.dtype}")
+        return
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{what}: labels must be integers (N,) or one-hot rows (N, classes), got {y.dtype} {y.shape}")
+    outside = np.flatnonzero((y < 0) | (y >= classes))
+    if outside.size:
+        i = int(outside[0])
+        raise DataError(f"{what}: label {y[i]} at index {i} is outside the model's {classes} classes (0..{classes - 1})")
 
 
 def _check_resumable(state: TrainingState, samples: int, batch_size: int | None, seed: int | None) -> None:

@@ -8,8 +8,11 @@ fails into one line a user can act on.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +33,14 @@ def fetch(name: str, md5: str, folder: Path, mirrors: Sequence[str]) -> Path:
     for mirror in mirrors:
         url = f"{mirror.rstrip('/')}/{name}"
         try:
-            path = pooch.retrieve(
-                url,
-                known_hash=f"md5:{md5}",
-                fname=name,
-                path=folder,
-                downloader=pooch.HTTPDownloader(progressbar=False, timeout=TIMEOUT),
-            )
+            with _pooch_quiet(pooch.get_logger()):
+                path = pooch.retrieve(
+                    url,
+                    known_hash=f"md5:{md5}",
+                    fname=name,
+                    path=folder,
+                    downloader=pooch.HTTPDownloader(progressbar=sys.stderr.isatty(), timeout=TIMEOUT),
+                )
         except requests.RequestException as exc:
             failures.append(f"{url}: {_network_reason(exc)}")
         except ValueError as exc:  # pooch's checksum mismatch
@@ -48,6 +52,18 @@ def fetch(name: str, md5: str, folder: Path, mirrors: Sequence[str]) -> Path:
             return Path(path)
     tried = "; ".join(failures) or "no mirrors given"
     raise DataError(f"{folder / name}: missing, and downloading it failed ({tried})")
+
+
+@contextlib.contextmanager
+def _pooch_quiet(logger: logging.Logger) -> Iterator[None]:
+    """Hide pooch's "Downloading data from ..." log lines: a failure must read as
+    one line, and on a terminal the progress bar already shows the transfer."""
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _network_reason(exc: Any) -> str:

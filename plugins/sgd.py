@@ -65,7 +65,13 @@ class SGD:
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         state = dict(state)
-        self._steps = int(state.pop("steps", 0))
+        steps = np.asarray(state.pop("steps", 0))
+        if steps.shape != () or not np.issubdtype(steps.dtype, np.integer) or steps < 0:
+            raise ValueError(f"'steps' must be a non-negative integer, got {steps!r}")
+        strange = [key for key in state if not key.startswith("velocity/")]
+        if strange:
+            raise ValueError(f"unknown SGD state {strange[0]!r}")
+        self._steps = int(steps)
         self._velocity = {key.removeprefix("velocity/"): np.array(v) for key, v in state.items()}
 
 

@@ -143,3 +143,86 @@ def test_an_unknown_type_names_the_plugin_that_wrote_it(registry, trained, tmp_p
     np.savez(path, **arrays)
     with pytest.raises(laminae.CheckpointError, match="'swish' from plugin 'fancy-layers' 2.1"):
         laminae.load(path, registry=registry)
+
+
+def rewrite(path, change) -> None:
+    """Apply ``change(arrays, meta)`` to the checkpoint at ``path``, as a hand-edited file would."""
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    meta = json.loads(arrays["meta"].tobytes())
+    change(arrays, meta)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays)
+
+
+def saved_run(registry, tmp_path):
+    x, y = tiny_data()
+    model = tiny_model(registry)
+    model.fit(x, y, epochs=1, progress=False, run_dir=tmp_path, registry=registry)
+    return tmp_path / "model.npz"
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda t: t.update(epoch=-1), r"corrupt training position \('epoch' must be at least 0, got -1\)"),
+        (lambda t: t.update(batch_size="16"), r"corrupt training position \('batch_size' must be an integer"),
+        (lambda t: t.update(rng_state={"bit_generator": "seed"}), r"corrupt training position \(unknown random generator 'seed'\)"),
+        (lambda t: t["rng_state"].update(state="x"), r"corrupt training position \(a PCG64 state that does not fit it"),
+        (lambda t: t.update(turbo=True), r"corrupt training position \(unknown key 'turbo'\)"),
+        (lambda t: t.pop("samples"), r"corrupt training position \(.*samples"),
+        (lambda t: t.update(batch=99), r"corrupt training position \(batch 99 of an epoch that has fewer\)"),
+    ],
+)
+def test_a_corrupt_training_position_is_a_one_line_error(registry, tmp_path, edit, reason):
+    from laminae.training import TrainingState
+
+    path = saved_run(registry, tmp_path)
+    rewrite(path, lambda arrays, meta: edit(meta["training"]))
+    training = checkpoint.read(path, registry=registry).training
+    with pytest.raises(laminae.CheckpointError, match=f"^{path}: {reason}") as caught:
+        TrainingState.from_json(training, str(path))
+    assert "\n" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (
+            lambda a: a.update({"optim/velocity/0.W": np.zeros((3, 3), np.float32)}),
+            "optimizer state 'velocity/0.W' has shape (3, 3), expected (16, 8)",
+        ),
+        (
+            lambda a: a.update({"optim/velocity/7.W": np.zeros(3, np.float32)}),
+            "optimizer state 'velocity/7.W' is for parameter '7.W', which the model does not have",
+        ),
+        (lambda a: a.update({"optim/steps": np.array("many")}), "optimizer state 'steps' holds <U4, not numbers"),
+        (lambda a: a.update({"optim/steps": np.array(-3)}), "'steps' must be a non-negative integer"),
+        (lambda a: a.update({"optim/momentum/0.W": np.zeros((16, 8), np.float32)}), "unknown SGD state 'momentum/0.W'"),
+        (
+            lambda a: a.update({"param/0.b": np.array(["x"] * 8)}),
+            "layer 0 (affine): parameter 'b' holds <U1, not floating-point numbers",
+        ),
+    ],
+)
+def test_arrays_that_cannot_be_used_are_refused_before_loading(registry, tmp_path, edit, reason):
+    path = saved_run(registry, tmp_path)
+    rewrite(path, lambda arrays, meta: edit(arrays))
+    with pytest.raises(laminae.CheckpointError) as caught:
+        laminae.load(path, registry=registry)
+    assert caught.value.message.startswith(f"{path}: ") and reason in caught.value.message, caught.value.message
+
+
+@pytest.mark.parametrize("plugins", [["a", "list"], {"layers:swish": "not a table"}, "text"])
+def test_a_malformed_plugins_entry_does_not_hide_the_real_error(registry, trained, tmp_path, plugins):
+    model, _ = trained
+    path = tmp_path / "model.npz"
+    model.save(path, registry=registry)
+
+    def change(arrays, meta):
+        meta["spec"]["layers"][1]["type"] = "swish"
+        meta["plugins"] = plugins
+
+    rewrite(path, change)
+    with pytest.raises(laminae.CheckpointError, match="unknown layer type 'swish'"):
+        laminae.load(path, registry=registry)

@@ -160,3 +160,26 @@ def test_quickstart_end_to_end_through_the_console_script(tmp_path):
     assert done.returncode == 0, done.stderr
     match = FINAL_LINE.match(done.stdout.splitlines()[-1])
     assert match and float(match.group(1)) >= 0.85, done.stdout
+
+
+def test_labels_the_model_cannot_output_name_the_file_and_model(capsys, tmp_path):
+    models = tmp_path / "m.toml"
+    models.write_text(
+        'schema = 1\n[models.small]\ninput = [1, 28, 28]\nlayers = [{ type = "affine", units = 5 }]\n'
+        'loss = { type = "softmax_cross_entropy" }\noptimizer = { type = "sgd" }\n'
+        '[models.small.train]\ndataset = "mnist-sample"\n'
+    )
+    code, _, err = laminae_cli(capsys, "train", models, "small", "--out", tmp_path / "run", "--quiet")
+    assert code == 2 and err == [
+        f"laminae train: error: {models}: model 'small': training data:"
+        " label 5 at index 0 is outside the model's 5 classes (0..4)"
+    ]
+
+
+@pytest.mark.parametrize("epochs", ["0", "-1"])
+def test_resume_refuses_a_number_of_epochs_below_one(run_dir, capsys, tmp_path, epochs):
+    code, _, err = laminae_cli(capsys, "train", "--resume", run_dir, "--epochs", epochs, "--quiet")
+    assert code == 2 and err == [
+        f"laminae train: error: {run_dir / 'model.npz'}: model 'quickstart':"
+        f" cannot train: 'epochs' must be at least 1, got {epochs}"
+    ]

@@ -12,6 +12,7 @@ import http.server
 import pickle
 import socket
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -267,6 +268,35 @@ def test_npz_with_an_object_array_is_refused(tmp_path):
     one_line_naming(excinfo, path)
 
 
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"x_train,y_train\n1,2\n", "not an .npz archive"),
+        (b"\x93NUMPY\x01\x00", "a single .npy array"),
+    ],
+)
+def test_a_file_that_is_no_archive_is_not_called_a_pickle(tmp_path, content, words):
+    (tmp_path / "mnist").mkdir()
+    path = tmp_path / "mnist" / "mnist.npz"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=words) as excinfo:
+        Mnist(download=False).load([tmp_path])
+    assert "pickle" not in str(excinfo.value)
+    one_line_naming(excinfo, path)
+
+
+def test_archive_members_that_are_not_arrays_are_refused(tmp_path):
+    (tmp_path / "mnist").mkdir()
+    path = tmp_path / "mnist" / "mnist.npz"
+    images, labels = synthetic("train")
+    np.savez(path, x_train=images, y_train=labels, x_test=images, y_test=labels)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("notes.txt", "not an array")
+    with pytest.raises(DataError, match="member 'notes.txt' is not an .npy array") as excinfo:
+        Mnist(download=False).load([tmp_path])
+    one_line_naming(excinfo, path)
+
+
 def test_garbage_npz(tmp_path):
     (tmp_path / "mnist").mkdir()
     path = tmp_path / "mnist" / "mnist.npz"
@@ -411,6 +441,14 @@ def test_interrupted_transfer_keeps_nothing(tmp_path, mirror):
     folder = tmp_path / "root" / "mnist"
     one_line_naming(excinfo, folder / "train-images-idx3-ubyte.gz")
     assert list(folder.iterdir()) == []
+
+
+def test_downloads_print_nothing_of_their_own(tmp_path, mirror, capfd):
+    """Off a terminal a download is silent, so that a failure reads as the CLI's one line."""
+    mirror.RequestHandlerClass.files["train-labels-idx1-ubyte.gz"] = b"corrupt"
+    with pytest.raises(DataError):
+        Mnist(mirrors=[mirror.url]).load([tmp_path / "root"])
+    assert capfd.readouterr() == ("", "")
 
 
 def test_no_network_says_what_was_looked_for_and_how_to_supply_it(tmp_path, closed_port_url):

@@ -27,10 +27,11 @@ from benchmarks.tutorial_numpy import Convolution
 from laminae.plugins.conv import Conv
 
 BATCH, SAMPLE, FILTERS, SIZE = 20, (1, 28, 28), 30, 5
-MIN_SPEEDUP = 4.0
-"""Measured 5.0-5.9x single-threaded with a training run beside it on the
-2-core machine (2026-11-23, after the conv work); 4x leaves room for that
-noise while a regression to book-style code would land near 1x."""
+MIN_SPEEDUP = 2.5
+"""Measured single-threaded: 5.0-5.9x on the 2-core machine of 2026-11-23,
+4.0-4.25x on the one of 2026-11-30 (a different CPU: AVX-512, where the
+float64 reference gains more).  The ratio moves with the CPU, so the floor
+sits well below both; a regression to book-style code lands near 1x."""
 ROUNDS = 15
 ROOT = Path(__file__).resolve().parent.parent
 

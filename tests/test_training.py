@@ -165,10 +165,67 @@ def test_data_that_does_not_fit_the_model_is_a_one_line_error(registry):
         tiny_model(registry).fit(np.zeros((4, 1, 5, 5), np.float32), y[:4], progress=False)
 
 
-def test_resuming_with_another_batch_size_is_refused(registry):
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"batch_size": 8}, "cannot resume with batch_size 8: the run used 16"),
+        ({"epochs": 0}, "'epochs' must be at least 1, got 0"),
+    ],
+)
+def test_resuming_with_other_settings_is_refused(registry, settings, message):
     x, y = tiny_data()
     model = tiny_model(registry)
     model.loss = LossSpy(model.loss, at=2)
     state = model.fit(x, y, progress=False).state
-    with pytest.raises(laminae.TrainingError, match="cannot resume with batch_size 8: the run used 16"):
-        model.fit(x, y, batch_size=8, resume=state, progress=False)
+    with pytest.raises(laminae.TrainingError, match=message):
+        model.fit(x, y, resume=state, progress=False, **settings)
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (np.full(90, 3), r"training data: label 3 at index 0 is outside the model's 3 classes \(0..2\)"),
+        (np.full(90, -1), r"label -1 at index 0 is outside"),
+        (np.zeros(90, np.float32), r"labels must be integers \(N,\) or one-hot rows \(N, classes\), got float32 \(90,\)"),
+        (np.eye(4, dtype=np.float32)[np.zeros(90, int)], "one-hot labels have 4 columns, but the model outputs 3 classes"),
+    ],
+)
+def test_labels_that_do_not_fit_the_output_are_a_one_line_error(registry, labels, message):
+    x, _ = tiny_data()
+    with pytest.raises(laminae.DataError, match=message):
+        tiny_model(registry).fit(x, labels, progress=False)
+    with pytest.raises(laminae.DataError, match=message.replace("training data", "evaluation data")):
+        tiny_model(registry).evaluate(x, labels)
+
+
+def test_one_hot_labels_train_like_integer_labels(registry):
+    x, y = tiny_data()
+    by_label, by_row = tiny_model(registry), tiny_model(registry)
+    by_label.fit(x, y, epochs=1, progress=False)
+    by_row.fit(x, np.eye(3, dtype=np.float32)[y], epochs=1, progress=False)
+    assert params_equal(by_label.network, by_row.network)
+
+
+def test_evaluating_nothing_is_a_one_line_error(registry):
+    with pytest.raises(laminae.DataError, match="evaluation data: no samples"):
+        tiny_model(registry).evaluate(np.zeros((0, 1, 4, 4), np.float32), np.zeros(0, np.int64))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"epochs": 0}, "'epochs' must be at least 1, got 0"),
+        ({"epochs": -2}, "'epochs' must be at least 1, got -2"),
+        ({"batch_size": 0}, "'batch_size' must be at least 1, got 0"),
+        ({"batch_size": 2.5}, "'batch_size' must be an integer, got 2.5"),
+        ({"seed": -1}, "'seed' must be at least 0, got -1"),
+    ],
+)
+def test_fit_refuses_settings_that_would_train_nothing(registry, settings, message):
+    x, y = tiny_data()
+    model = tiny_model(registry)
+    before = {name: p.copy() for name, p in model.network.params.items()}
+    with pytest.raises(laminae.TrainingError, match=f"cannot train: {message}"):
+        model.fit(x, y, progress=False, **settings)
+    assert all(np.array_equal(before[name], p) for name, p in model.network.params.items())
+

@@ -13,9 +13,15 @@ import argparse
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from laminae.cli import plugin_options, registry_from
-from laminae.errors import SpecError, TrainingError
+from laminae.errors import SpecError, TrainingError, location
+
+if TYPE_CHECKING:
+    from laminae.model import Model
+    from laminae.registry import Registry
+    from laminae.training import TrainingState
 
 HELP = "train a model of a TOML file and report its test accuracy"
 EXAMPLE = "laminae train models.toml quickstart --epochs 1"
@@ -63,18 +69,28 @@ def run(args: argparse.Namespace) -> int:
         resumed = checkpoint.read(args.resume, registry=registry)
         if resumed.training is None:
             raise TrainingError(f"{resumed.path}: holds no training position (saved with Model.save?); nothing to resume")
-        model, state = resumed.model, TrainingState.from_json(resumed.training)
+        model, state = resumed.model, TrainingState.from_json(resumed.training, str(resumed.path))
         run_dir = Path(args.resume)
+        where = f"{resumed.path}: model {model.name!r}"
     else:
         if args.file is None or args.name is None:
             raise SpecError("give a TOML FILE and a model NAME (or --resume RUN_DIR)")
         model = laminae.from_toml(args.file, args.name, registry=registry, train_overrides=overrides)
         state = None
         run_dir = Path(args.out) if args.out is not None else _new_run_dir(args.name)
+        where = f"{args.file}: model {model.name!r}"
+    with location(where):
+        return _train(args, model, state, run_dir, registry)
+
+
+def _train(
+    args: argparse.Namespace, model: Model, state: TrainingState | None, run_dir: Path, registry: Registry
+) -> int:
+    """Load the data, train, report; every error gets the file and model in front."""
     config = model.train_config
     splits = load_splits(registry, args.dataset or config.dataset, args.data_dir, config.validation, config.seed)
     validation = None if splits.validation is None else (splits.validation.x, splits.validation.y)
-    epochs = (args.epochs or state.epochs) if state is not None else config.epochs
+    epochs = config.epochs if state is None else state.epochs if args.epochs is None else args.epochs
     if not args.quiet:
         print(f"training {model.name} on {splits.source}; run directory {run_dir}", flush=True)
     result = model.fit(
@@ -84,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs if state is not None else None,
         batch_size=args.batch_size if state is not None else None,
         seed=args.seed if state is not None else None,
-        validation_data=None if splits.validation is None else (splits.validation.x, splits.validation.y),
+        validation_data=validation,
         test_data=(splits.test.x, splits.test.y),
         progress=False if args.quiet else None,
         run_dir=run_dir,
