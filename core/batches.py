@@ -9,8 +9,6 @@ visit exactly the samples an uninterrupted run would have.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 SHUFFLE_STREAM = 0x5EED
@@ -19,26 +17,6 @@ SHUFFLE_STREAM = 0x5EED
 
 def shuffle_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng([SHUFFLE_STREAM, seed])
-
-
-BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
-"""The kinds a saved state may name: a checkpoint picks among these, never any other attribute."""
-
-
-def rng_from_state(state: dict[str, Any]) -> np.random.Generator:
-    """A generator that continues from ``bit_generator.state``, whatever its kind.
-
-    Raises ValueError for a state that names no known generator or does not fit it.
-    """
-    kind = state.get("bit_generator") if isinstance(state, dict) else None
-    if kind not in BIT_GENERATORS:
-        raise ValueError(f"unknown random generator {kind!r}")
-    bit_generator = getattr(np.random, kind)()
-    try:
-        bit_generator.state = state
-    except (TypeError, KeyError) as exc:
-        raise ValueError(f"a {kind} state that does not fit it ({exc})") from None
-    return np.random.Generator(bit_generator)
 
 
 def batch_count(samples: int, batch_size: int) -> int:

@@ -34,6 +34,8 @@ FORMAT_VERSION = 1
 META = "meta"
 PARAM = "param/"
 OPTIM = "optim/"
+LAYER = "layer/"
+"""Layer state that is not a parameter (a dropout's generator): ``layer/3.rng``."""
 
 
 @attrs.frozen(eq=False)
@@ -73,6 +75,7 @@ def save(
     }
     arrays = {PARAM + name: array for name, array in model.network.params.items()}
     arrays.update((OPTIM + name, array) for name, array in model.optimizer.state_dict().items())
+    arrays.update((LAYER + name, array) for name, array in model.network.state_dict().items())
     arrays[META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     atomic_write(path, lambda file: np.savez(file, **arrays))
     return path
@@ -143,14 +146,19 @@ def read(path: str | os.PathLike, *, registry: Registry | None = None) -> Checkp
     except LaminaeError as err:
         raise CheckpointError(f"{err.message}{_needed_plugins(meta, err)}") from None
     params = {k.removeprefix(PARAM): v for k, v in arrays.items() if k.startswith(PARAM)}
-    unexpected = [k for k in arrays if k != META and not k.startswith((PARAM, OPTIM))]
+    unexpected = [k for k in arrays if k != META and not k.startswith((PARAM, OPTIM, LAYER))]
     optimizer_state = {k.removeprefix(OPTIM): v for k, v in arrays.items() if k.startswith(OPTIM)}
+    layer_state = {k.removeprefix(LAYER): v for k, v in arrays.items() if k.startswith(LAYER)}
     problems = [f"unexpected array {k!r}" for k in unexpected] + parameter_problems(model.network, params)
     problems += optimizer_state_problems(model.network, optimizer_state)
     if problems:
         raise CheckpointError(f"{path}: " + "; ".join(problems))
     for name, array in params.items():
         model.network.params[name][...] = array
+    try:
+        model.network.load_state_dict(layer_state)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     try:
         model.optimizer.load_state_dict(optimizer_state)
     except LaminaeError as err:
@@ -165,7 +173,7 @@ def parameter_problems(network: Network, stored: Mapping[str, np.ndarray]) -> li
     problems = []
     for name in sorted(stored.keys() | network.params.keys(), key=_param_order):
         index, _, param = name.partition(".")
-        where = _layer_label(network, index)
+        where = network.layer_label(index)
         if name not in network.params:
             problems.append(f"{where}: unexpected parameter {param!r}")
         elif name not in stored:
@@ -205,12 +213,6 @@ def optimizer_state_problems(network: Network, state: Mapping[str, np.ndarray]) 
 def _param_order(name: str) -> tuple[int, str]:
     index, _, param = name.partition(".")
     return (int(index) if index.isdigit() else -1, param)
-
-
-def _layer_label(network: Network, index: str) -> str:
-    if index.isdigit() and int(index) < len(network.layers):
-        return f"layer {index} ({network.names[int(index)]})"
-    return f"layer {index} (not in the model)"
 
 
 def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

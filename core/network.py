@@ -1,7 +1,7 @@
 """A stack of layers with shapes inferred eagerly and parameters under stable names."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from math import prod
 from typing import TYPE_CHECKING
 
@@ -9,7 +9,7 @@ import attrs
 import numpy as np
 
 from laminae.context import BuildContext
-from laminae.errors import location
+from laminae.errors import location, one_line
 from laminae.protocols import Layer, Shape
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class Network:
         self.shapes: list[Shape] = []
         shape = self.input_shape
         for index, layer in enumerate(self.layers):
-            with location(f"layer {index} ({self.names[index]})"):
+            with location(self.layer_label(str(index))):
                 layer_ctx = attrs.evolve(ctx, input_grad=input_grad or index > 0)
                 shape = tuple(int(n) for n in layer.build(shape, layer_ctx))
             self.shapes.append(shape)
@@ -78,6 +78,41 @@ class Network:
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
         return dout
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """What layers keep besides parameters (a dropout's generator), under
+        ``"<index>.<key>"``: saved in checkpoints so that a resumed run draws
+        the same numbers as one never stopped."""
+        state: dict[str, np.ndarray] = {}
+        for index, layer in enumerate(self.layers):
+            save = getattr(layer, "state_dict", None)
+            if save is not None:
+                state.update((f"{index}.{key}", np.asarray(value)) for key, value in save().items())
+        return state
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        """Hand each layer its part of ``state``; ValueError naming the layer if it cannot be used."""
+        parts: dict[int, dict[str, np.ndarray]] = {}
+        for name, array in state.items():
+            index, _, key = name.partition(".")
+            layer = self.layers[int(index)] if index.isdigit() and int(index) < len(self.layers) else None
+            if not hasattr(layer, "load_state_dict"):
+                raise ValueError(f"{self.layer_label(index)}: unexpected state {key!r}")
+            parts.setdefault(int(index), {})[key] = array
+        for index, layer in enumerate(self.layers):
+            load = getattr(layer, "load_state_dict", None)
+            if load is not None:
+                try:
+                    load(parts.get(index, {}))
+                except (KeyError, ValueError, TypeError) as exc:
+                    reason = one_line(exc, with_type=isinstance(exc, KeyError))
+                    raise ValueError(f"{self.layer_label(str(index))}: state: {reason}") from None
+
+    def layer_label(self, index: str) -> str:
+        """``"layer 3 (dropout)"``, as every message about one layer begins."""
+        if index.isdigit() and int(index) < len(self.layers):
+            return f"layer {index} ({self.names[int(index)]})"
+        return f"layer {index} (not in the model)"
 
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Outputs for ``x`` in inference mode, a batch at a time to bound memory."""

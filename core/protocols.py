@@ -27,6 +27,12 @@ class Layer(Protocol):
     shape (or raises :class:`laminae.ShapeError`).  ``backward`` may use only
     what this layer's own ``forward`` cached, and writes the gradients of its
     parameters into ``grads`` under the same names as ``params``.
+
+    A layer that keeps state which is not a parameter but decides later
+    numbers (a dropout's random generator) may also have ``state_dict()``
+    and ``load_state_dict(state)``, as an optimizer does: a flat dict of
+    numeric arrays, saved in checkpoints so that a resumed run continues
+    exactly.  :func:`laminae.randomness.rng_to_array` stores a generator.
     """
 
     params: dict[str, np.ndarray]

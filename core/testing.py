@@ -152,6 +152,20 @@ def check_layer(
     for pname in first.params:
         if not np.array_equal(first.params[pname], second.params[pname]):
             _fail(subject, "same seed, same parameters", f"two builds with seed {seed} differ in {pname!r}")
+    if hasattr(layer, "state_dict"):
+        _check_layer_state(subject, first, second, x_before)
+
+
+def _check_layer_state(subject: str, used: Any, fresh: Any, x: np.ndarray) -> None:
+    """A fresh copy loaded with ``used``'s saved state takes the very next step ``used`` takes."""
+    used.forward(x.copy(), True)
+    fresh.load_state_dict(_through_npz(subject, used.state_dict()))
+    expected, got = used.forward(x.copy(), True), fresh.forward(x.copy(), True)
+    if not np.array_equal(expected, got):
+        _fail(
+            subject, "state round-trip",
+            f"forward after load_state_dict differs (max abs difference {np.max(np.abs(expected - got)):.3g})",
+        )
 
 
 def check_loss(

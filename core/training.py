@@ -26,6 +26,7 @@ from laminae.errors import CheckpointError, DataError, TrainingError, one_line
 from laminae.interrupt import GracefulStop
 from laminae.metrics import EpochMetrics
 from laminae.progress import ProgressBar
+from laminae.randomness import rng_from_state
 from laminae.validators import non_negative_int, non_negative_number, positive_int
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ Arrays = tuple[np.ndarray, np.ndarray]
 
 def _rng_state(_state: TrainingState, _attribute: attrs.Attribute, value: Any) -> None:
     if value is not None:
-        batches.rng_from_state(value)
+        rng_from_state(value)
 
 
 @attrs.define
@@ -180,7 +181,7 @@ def _train_epoch(
     network, loss_fn, optimizer = model.network, model.loss, model.optimizer
     params, grads = network.params, network.grads
     labels = y if y.ndim == 1 else y.argmax(axis=1)
-    rng = batches.rng_from_state(state.rng_state)
+    rng = rng_from_state(state.rng_state)
     order = batches.epoch_order(rng, len(x))
     size = state.batch_size
     count = batches.batch_count(len(x), size)

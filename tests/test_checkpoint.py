@@ -199,6 +199,8 @@ def test_a_corrupt_training_position_is_a_one_line_error(registry, tmp_path, edi
         (lambda a: a.update({"optim/steps": np.array("many")}), "optimizer state 'steps' holds <U4, not numbers"),
         (lambda a: a.update({"optim/steps": np.array(-3)}), "'steps' must be a non-negative integer"),
         (lambda a: a.update({"optim/momentum/0.W": np.zeros((16, 8), np.float32)}), "unknown SGD state 'momentum/0.W'"),
+        (lambda a: a.update({"layer/1.rng": np.zeros(3, np.uint8)}), "layer 1 (relu): unexpected state 'rng'"),
+        (lambda a: a.update({"layer/9.rng": np.zeros(3, np.uint8)}), "layer 9 (not in the model): unexpected state 'rng'"),
         (
             lambda a: a.update({"param/0.b": np.array(["x"] * 8)}),
             "layer 0 (affine): parameter 'b' holds <U1, not floating-point numbers",

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 EXTRAS = ROOT / "docs" / "examples" / "laminae-extras"
 EXTRAS_LINE = "extras 0.1.0 entry point ok: layer:tanh, layer:leaky_relu, layer:dropout, optimizer:adam, initializer:uniform"
@@ -75,3 +77,43 @@ def test_a_fresh_virtual_environment_installs_and_lists_both(tmp_path):
     lines = done.stdout.splitlines()
     assert "laminae.plugins.affine 0.1.0 built-in ok: layer:affine" in lines
     assert EXTRAS_LINE in lines
+
+
+def test_resuming_a_dropout_network_matches_an_uninterrupted_run(tmp_path):
+    """Dropout draws a mask every step: its generator is layer state, kept in the
+    checkpoint, so a resumed run draws the masks an uninterrupted one drew."""
+    import numpy as np
+
+    import laminae
+    import laminae_extras
+    from laminae.registry import make_registry
+    from laminae.training import TrainingState
+    from tests.training_helpers import LossSpy, params_equal, tiny_data, tiny_spec
+
+    registry = make_registry(plugins=[laminae_extras], autoload=False, strict=True)
+    spec = tiny_spec()
+    spec["layers"].insert(2, {"type": "dropout", "rate": 0.5})
+    x, y = tiny_data()
+    reference = laminae.build(spec, registry=registry)
+    reference.fit(x, y, progress=False)
+    model = laminae.build(spec, registry=registry)
+    model.loss = LossSpy(model.loss, at=14)  # epoch 3, batch 2
+    assert model.fit(x, y, progress=False, run_dir=tmp_path / "run", registry=registry).interrupted
+    with np.load(tmp_path / "run" / "model.npz") as archive:
+        assert archive["layer/2.rng"].dtype == np.uint8
+
+    saved = laminae.checkpoint.read(tmp_path / "run", registry=registry)
+    saved.model.fit(x, y, progress=False, resume=TrainingState.from_json(saved.training))
+    assert params_equal(saved.model.network, reference.network)
+
+    path = tmp_path / "run" / "model.npz"
+    for damage, reason in [
+        (lambda a: a.update({"layer/2.rng": np.frombuffer(b"{not json", np.uint8)}), "not valid JSON"),
+        (lambda a: a.pop("layer/2.rng"), "KeyError: 'rng'"),
+    ]:
+        with np.load(path) as archive:
+            arrays = dict(archive)
+        damage(arrays)
+        np.savez(path, **arrays)
+        with pytest.raises(laminae.CheckpointError, match=f"^{path}: layer 2 \\(dropout\\): state: .*{reason}"):
+            laminae.load(path, registry=registry)

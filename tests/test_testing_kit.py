@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 
 from laminae.plugins.initializers import He
+from laminae.randomness import rng_from_array, rng_to_array
 from laminae.plugins.sgd import SGD
 from laminae.testing import (
     Case,
     ConformanceError,
     cases,
     check_initializer,
+    check_layer,
     check_optimizer,
     layer_cases,
     uncovered,
@@ -151,3 +153,42 @@ def test_cases_refuses_layers():
 def test_uncovered_lists_what_a_plugin_registers_but_no_case_checks(registry):
     assert uncovered(registry, "laminae.plugins.activations", TABLE) == ["layers:sigmoid"]
     assert uncovered(registry, "laminae.plugins.mnist", TABLE) == []
+
+
+@attrs.define(eq=False)
+class Noise:
+    """Adds noise while training, from a generator that is the layer's state."""
+
+    params: dict = attrs.field(init=False, factory=dict)
+    grads: dict = attrs.field(init=False, factory=dict)
+    _rng: np.random.Generator | None = attrs.field(init=False, default=None)
+
+    def build(self, input_shape, ctx):
+        self._rng = ctx.rng.spawn(1)[0]
+        return tuple(input_shape)
+
+    def forward(self, x, training):
+        return x + self._rng.standard_normal(x.shape) if training else x
+
+    def backward(self, dout):
+        return dout
+
+    def state_dict(self):
+        return {"rng": rng_to_array(self._rng)}
+
+    def load_state_dict(self, state):
+        self._rng = rng_from_array(state["rng"])
+
+
+class ForgetfulNoise(Noise):
+    def load_state_dict(self, state):
+        pass
+
+
+def test_a_layer_state_that_restores_passes():
+    check_layer(Noise(), (4,))
+
+
+def test_a_layer_state_that_does_not_restore_fails():
+    with pytest.raises(ConformanceError, match=r"^layer ForgetfulNoise: state round-trip: forward after load_state_dict differs"):
+        check_layer(ForgetfulNoise(), (4,))

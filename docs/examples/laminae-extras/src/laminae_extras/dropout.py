@@ -5,6 +5,7 @@ import attrs
 import numpy as np
 
 import laminae
+from laminae.randomness import rng_from_array, rng_to_array
 from laminae.validators import number
 
 
@@ -16,7 +17,8 @@ class Dropout:
 
     The masks come from a generator spawned from ``ctx.rng`` at build time:
     the same seed gives the same masks, and the masks never shift the draws
-    of layers built after this one.
+    of layers built after this one.  The generator is the layer's state, so
+    a checkpoint keeps it and a resumed run draws the masks it would have.
     """
 
     rate: float = attrs.field(default=0.5, validator=number(0, 1, exclusive_maximum=True))
@@ -40,3 +42,9 @@ class Dropout:
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         return dout if self._mask is None else dout * self._mask
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"rng": rng_to_array(self._rng)}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self._rng = rng_from_array(state["rng"])
