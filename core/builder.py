@@ -100,6 +100,7 @@ def build_resolved(spec: Mapping[str, Any], registry: Registry, source: str = "<
         spec=dict(spec),
         train_config=train,
         name=spec["name"],
+        registry=registry,
     )
 
 

@@ -31,6 +31,7 @@ class TrainConfig:
     batch_size: int = attrs.field(default=32, validator=positive_int)
     seed: int = attrs.field(default=0, validator=non_negative_int)
     validation: int = attrs.field(default=0, validator=non_negative_int)
+    threads: int = attrs.field(default=1, validator=positive_int)
 
 
 @attrs.define(eq=False)
@@ -48,6 +49,8 @@ class Model:
     spec: dict[str, Any]
     train_config: TrainConfig = attrs.field(factory=TrainConfig)
     name: str = "model"
+    registry: Registry | None = attrs.field(default=None, repr=False)
+    """The registry that built the model: training on several threads builds replicas with it."""
 
     def fit(
         self,
@@ -57,6 +60,7 @@ class Model:
         epochs: int | None = None,
         batch_size: int | None = None,
         seed: int | None = None,
+        threads: int | None = None,
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
         test_data: tuple[np.ndarray, np.ndarray] | None = None,
         progress: bool | None = None,
@@ -67,9 +71,12 @@ class Model:
     ) -> TrainingResult:
         """Train in place on shuffled mini-batches; the same seed gives the same weights to the bit.
 
-        ``epochs``, ``batch_size`` and ``seed`` default to :attr:`train_config`;
+        ``epochs``, ``batch_size``, ``seed`` and ``threads`` default to :attr:`train_config`;
         ``seed`` here drives only the batch order (the initial weights came
-        from ``train.seed`` when the model was built).  ``progress`` shows a
+        from ``train.seed`` when the model was built).  ``threads`` above 1
+        splits every mini-batch across that many threads (see
+        :mod:`laminae.parallel`: faster for conv networks, deterministic, but
+        not bit-identical to one thread).  ``progress`` shows a
         bar (default: when stderr is a terminal).  With ``run_dir``, every
         epoch appends to ``metrics.csv`` and rewrites the checkpoint
         ``model.npz``.  Ctrl-C or SIGTERM stops after the current batch and
@@ -80,7 +87,8 @@ class Model:
         from laminae.training import fit
 
         return fit(
-            self, x, y, epochs=epochs, batch_size=batch_size, seed=seed, validation_data=validation_data,
+            self, x, y, epochs=epochs, batch_size=batch_size, seed=seed, threads=threads,
+            validation_data=validation_data,
             test_data=test_data, progress=progress, run_dir=run_dir, resume=resume, on_epoch=on_epoch,
             registry=registry,
         )

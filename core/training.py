@@ -9,6 +9,8 @@ forward pass for the training accuracy.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import os
@@ -25,6 +27,7 @@ from laminae import batches, checkpoint, metrics
 from laminae.errors import CheckpointError, DataError, TrainingError, one_line
 from laminae.interrupt import GracefulStop
 from laminae.metrics import EpochMetrics
+from laminae.parallel import DataParallelStep, serial_step
 from laminae.progress import ProgressBar
 from laminae.randomness import rng_from_state
 from laminae.validators import non_negative_int, non_negative_number, positive_int
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
 
 SPEC_FILE = "spec.json"
 Arrays = tuple[np.ndarray, np.ndarray]
+Step = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[float, int]]
+"""Forward and backward on ``(x, y, labels)`` of one batch: ``(mean loss, correct)``."""
 
 
 def _rng_state(_state: TrainingState, _attribute: attrs.Attribute, value: Any) -> None:
@@ -65,6 +70,7 @@ class TrainingState:
     correct: int = attrs.field(default=0, validator=non_negative_int)
     seen: int = attrs.field(default=0, validator=non_negative_int)
     seconds: float = attrs.field(default=0.0, validator=non_negative_number)
+    threads: int = attrs.field(default=1, validator=positive_int)
 
     @property
     def finished(self) -> bool:
@@ -112,6 +118,7 @@ def fit(
     epochs: int | None = None,
     batch_size: int | None = None,
     seed: int | None = None,
+    threads: int | None = None,
     validation_data: Arrays | None = None,
     test_data: Arrays | None = None,
     progress: bool | None = None,
@@ -133,10 +140,11 @@ def fit(
                 batch_size=config.batch_size if batch_size is None else batch_size,
                 seed=config.seed if seed is None else seed,
                 samples=len(x),
+                threads=config.threads if threads is None else threads,
             )
         else:
             state = resume
-            _check_resumable(state, len(x), batch_size, seed)
+            _check_resumable(state, len(x), batch_size, seed, threads)
             if epochs is not None:
                 state.epochs = epochs
     except (TypeError, ValueError) as exc:
@@ -148,9 +156,9 @@ def fit(
         run.start(state)
     show = sys.stderr.isatty() if progress is None else progress
     history: list[EpochMetrics] = []
-    with GracefulStop() as stop:
+    with _stepper(model, state.threads, registry) as step, GracefulStop() as stop:
         while not state.finished and not stop.requested:
-            if not _train_epoch(model, x, y, state, stop, show, run):
+            if not _train_epoch(model, x, y, state, stop, show, run, step):
                 break
             row = EpochMetrics(
                 epoch=state.epoch + 1,
@@ -174,12 +182,25 @@ def fit(
     return TrainingResult(history, state, interrupted, saved, stop.signal_name if interrupted else "")
 
 
+def _stepper(model: Model, threads: int, registry: Registry | None) -> contextlib.AbstractContextManager[Step]:
+    """What runs forward and backward on each batch: on one thread, or split across ``threads``."""
+    if threads == 1:
+        return contextlib.nullcontext(functools.partial(serial_step, model.network, model.loss))
+    return DataParallelStep(model, threads, registry)
+
+
 def _train_epoch(
-    model: Model, x: np.ndarray, y: np.ndarray, state: TrainingState, stop: GracefulStop, show: bool, run: _RunDir | None
+    model: Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    state: TrainingState,
+    stop: GracefulStop,
+    show: bool,
+    run: _RunDir | None,
+    step: Step,
 ) -> bool:
     """Run the rest of the current epoch; False if a signal stopped it early."""
-    network, loss_fn, optimizer = model.network, model.loss, model.optimizer
-    params, grads = network.params, network.grads
+    params, grads, optimizer = model.network.params, model.network.grads, model.optimizer
     labels = y if y.ndim == 1 else y.argmax(axis=1)
     rng = rng_from_state(state.rng_state)
     order = batches.epoch_order(rng, len(x))
@@ -192,16 +213,14 @@ def _train_epoch(
     try:
         while batch < count:
             index = order[batch * size : (batch + 1) * size]
-            output = network.forward(x[index], True)
-            loss = loss_fn.forward(output, y[index])
+            loss, hits = step(x[index], y[index], labels[index])
             if not math.isfinite(loss):
                 raise TrainingError(
                     f"the loss became {loss} at epoch {state.epoch + 1}, batch {batch + 1} of {count};"
                     f" training stopped ({run.last_good() if run is not None else 'nothing was saved'})"
                     " - try a lower learning rate"
                 )
-            correct += int(np.count_nonzero(output.argmax(axis=1) == labels[index]))
-            network.backward(loss_fn.backward())
+            correct += hits
             optimizer.step(params, grads)
             loss_sum += loss * len(index)
             seen += len(index)
@@ -259,13 +278,15 @@ def check_labels(model: Model, y: np.ndarray, what: str) -> None:
         raise DataError(f"{what}: label {y[i]} at index {i} is outside the model's {classes} classes (0..{classes - 1})")
 
 
-def _check_resumable(state: TrainingState, samples: int, batch_size: int | None, seed: int | None) -> None:
+def _check_resumable(
+    state: TrainingState, samples: int, batch_size: int | None, seed: int | None, threads: int | None
+) -> None:
     """Refuse what would make a resumed run differ from the one it continues."""
     if samples != state.samples:
         raise TrainingError(
             f"cannot resume: the run trained on {state.samples} samples, this training set has {samples}"
         )
-    for key, given in (("batch_size", batch_size), ("seed", seed)):
+    for key, given in (("batch_size", batch_size), ("seed", seed), ("threads", threads)):
         if given is not None and given != getattr(state, key):
             raise TrainingError(f"cannot resume with {key} {given}: the run used {getattr(state, key)}")
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from laminae.plugins.initializers import He
-from laminae.randomness import rng_from_array, rng_to_array
 from laminae.plugins.sgd import SGD
 from laminae.testing import (
     Case,
@@ -18,6 +17,7 @@ from laminae.testing import (
     layer_cases,
     uncovered,
 )
+from tests.training_helpers import Noise
 
 
 @pytest.mark.parametrize("optimizer", [SGD(), SGD(lr=0.05, momentum=0.9), SGD(lr=0.05, momentum=0.5, nesterov=True)])
@@ -153,31 +153,6 @@ def test_cases_refuses_layers():
 def test_uncovered_lists_what_a_plugin_registers_but_no_case_checks(registry):
     assert uncovered(registry, "laminae.plugins.activations", TABLE) == ["layers:sigmoid"]
     assert uncovered(registry, "laminae.plugins.mnist", TABLE) == []
-
-
-@attrs.define(eq=False)
-class Noise:
-    """Adds noise while training, from a generator that is the layer's state."""
-
-    params: dict = attrs.field(init=False, factory=dict)
-    grads: dict = attrs.field(init=False, factory=dict)
-    _rng: np.random.Generator | None = attrs.field(init=False, default=None)
-
-    def build(self, input_shape, ctx):
-        self._rng = ctx.rng.spawn(1)[0]
-        return tuple(input_shape)
-
-    def forward(self, x, training):
-        return x + self._rng.standard_normal(x.shape) if training else x
-
-    def backward(self, dout):
-        return dout
-
-    def state_dict(self):
-        return {"rng": rng_to_array(self._rng)}
-
-    def load_state_dict(self, state):
-        self._rng = rng_from_array(state["rng"])
 
 
 class ForgetfulNoise(Noise):

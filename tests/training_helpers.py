@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import signal
 
+import attrs
 import numpy as np
 
 import laminae
+from laminae.randomness import rng_from_array, rng_to_array
 
 
 def tiny_spec(seed: int = 0, lr: float = 0.1, **train) -> dict:
@@ -61,3 +63,28 @@ def params_equal(a: laminae.Network, b: laminae.Network) -> bool:
     return a.params.keys() == b.params.keys() and all(
         a.params[k].dtype == b.params[k].dtype and a.params[k].tobytes() == b.params[k].tobytes() for k in a.params
     )
+
+
+@attrs.define(eq=False)
+class Noise:
+    """Adds noise while training, from a generator that is the layer's own state."""
+
+    params: dict = attrs.field(init=False, factory=dict)
+    grads: dict = attrs.field(init=False, factory=dict)
+    _rng: np.random.Generator | None = attrs.field(init=False, default=None)
+
+    def build(self, input_shape, ctx):
+        self._rng = ctx.rng.spawn(1)[0]
+        return tuple(input_shape)
+
+    def forward(self, x, training):
+        return x + self._rng.standard_normal(x.shape).astype(x.dtype) if training else x
+
+    def backward(self, dout):
+        return dout
+
+    def state_dict(self):
+        return {"rng": rng_to_array(self._rng)}
+
+    def load_state_dict(self, state):
+        self._rng = rng_from_array(state["rng"])

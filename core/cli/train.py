@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 HELP = "train a model of a TOML file and report its test accuracy"
 EXAMPLE = "laminae train models.toml quickstart --epochs 1"
 
-OVERRIDES = ("epochs", "batch_size", "seed", "dataset")
+OVERRIDES = ("epochs", "batch_size", "seed", "dataset", "threads")
 """The flags that override the model's [train] table key for key."""
 
 
@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, metavar="N", help="samples per mini-batch")
     parser.add_argument("--seed", type=int, metavar="N", help="seed of the initial weights and the batch order")
     parser.add_argument("--dataset", metavar="NAME", help="a registered data set (see `laminae plugins`)")
+    parser.add_argument("--threads", type=int, metavar="N", help="split each mini-batch across N threads (conv networks)")
     data_dir_option(parser)
     parser.add_argument("--out", metavar="RUN_DIR", help="the run directory (default: runs/NAME-<timestamp>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR")
@@ -100,6 +101,7 @@ def _train(
         epochs=args.epochs if state is not None else None,
         batch_size=args.batch_size if state is not None else None,
         seed=args.seed if state is not None else None,
+        threads=args.threads if state is not None else None,
         validation_data=validation,
         test_data=(splits.test.x, splits.test.y),
         progress=False if args.quiet else None,
