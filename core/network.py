@@ -38,6 +38,7 @@ class Network:
         registry: Registry | None = None,
         names: Sequence[str] | None = None,
         input_grad: bool = False,
+        fuse: bool = True,
     ) -> None:
         self.layers = list(layers)
         self.input_shape: Shape = tuple(int(n) for n in input_shape)
@@ -57,6 +58,9 @@ class Network:
             for name, array in layer.params.items():
                 self.params[f"{index}.{name}"] = array
                 self.grads[f"{index}.{name}"] = layer.grads[name]
+        self.absorbed: list[int] = _absorb(self.layers) if fuse else []
+        """Indexes of the layers whose work the next layer does (see :func:`_absorb`)."""
+        self._running = [layer for index, layer in enumerate(self.layers) if index not in self.absorbed]
 
     @property
     def output_shape(self) -> Shape:
@@ -68,14 +72,14 @@ class Network:
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         x = np.asarray(x, dtype=self.dtype)
-        for layer in self.layers:
+        for layer in self._running:
             x = layer.forward(x, training)
         return x
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
         """Fill ``grads`` and return the gradient of the input, or None when the
         network was built without ``input_grad`` and its first layer skipped it."""
-        for layer in reversed(self.layers):
+        for layer in reversed(self._running):
             dout = layer.backward(dout)
         return dout
 
@@ -136,6 +140,25 @@ class Network:
         lines.insert(1, rule)
         lines += [rule, f"total params: {self.num_params:,} ({self.dtype.name})"]
         return "\n".join(lines)
+
+
+def _absorb(layers: list[Layer]) -> list[int]:
+    """Let each layer take over its predecessor's work where it offers to.
+
+    A layer with ``absorb(previous) -> bool`` may compute ``previous``'s
+    function itself, when it can do so more cheaply and exactly (bit for bit
+    the same outputs and gradients): a max-pool takes the ReLU before it on
+    its four times smaller output, since max and ReLU commute.  The absorbed
+    layer is then skipped by forward and backward; it has no parameters, so
+    nothing else changes.
+    """
+    absorbed: list[int] = []
+    for index in range(1, len(layers)):
+        previous = layers[index - 1]
+        absorb = getattr(layers[index], "absorb", None)
+        if absorb is not None and not previous.params and absorb(previous):
+            absorbed.append(index - 1)
+    return absorbed
 
 
 def _shape_text(shape: Shape) -> str:

@@ -33,6 +33,10 @@ class Layer(Protocol):
     and ``load_state_dict(state)``, as an optimizer does: a flat dict of
     numeric arrays, saved in checkpoints so that a resumed run continues
     exactly.  :func:`laminae.randomness.rng_to_array` stores a generator.
+    A layer may also have ``absorb(previous) -> bool``, called once when a
+    network is built: True means it will compute the parameter-free
+    ``previous`` layer's function itself, bit for bit, and the network skips
+    ``previous`` (a max-pool absorbs a ReLU before it).
     """
 
     params: dict[str, np.ndarray]

@@ -35,6 +35,13 @@ class Pool:
     each row, then bottom over top, each a strict ``>`` so ties stay first.
     Other windows keep a per-window offset index, updated where an offset
     is strictly greater than the running max.
+
+    A max-pool absorbs a ReLU right before it (:meth:`absorb`): max and
+    ReLU commute, and the first maximum of a window is the first maximum of
+    its ReLU whenever the maximum is positive (and with a maximum at or
+    below zero every gradient is zero either way), so applying the ReLU to
+    the pooled output and its mask to the incoming gradient gives the same
+    numbers from passes over a quarter of the data.
     """
 
     size: int = attrs.field(default=2, validator=positive_int, metadata={"doc": "window height and width"})
@@ -58,6 +65,16 @@ class Pool:
     _chosen: list[np.ndarray | None] = attrs.field(init=False, factory=lambda: [None] * 4, repr=False)
     _outputs: Recycler = attrs.field(init=False, factory=Recycler, repr=False)
     _input_grads: Recycler = attrs.field(init=False, factory=Recycler, repr=False)
+    _relu: bool = attrs.field(init=False, default=False, repr=False)
+    _positive: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
+    _routed: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
+
+    def absorb(self, previous: object) -> bool:
+        """Take over a ReLU before a max-pool (see the class docs)."""
+        from laminae.plugins.activations import ReLU
+
+        self._relu = self.mode == "max" and type(previous) is ReLU  # a subclass may compute otherwise
+        return self._relu
 
     def build(self, input_shape: tuple[int, ...], ctx: laminae.BuildContext) -> tuple[int, ...]:
         self._output_hw = window_output_hw(input_shape, self.size, self.stride, 0, "pool window")
@@ -76,10 +93,15 @@ class Pool:
             for view in views[1:]:
                 np.add(out, view, out=out)
             out *= out.dtype.type(1 / len(views))
-        elif self._tiles and self.size == 2:
-            self._pairwise_max(views, out)
         else:
-            self._first_argmax(views, out)
+            if self._tiles and self.size == 2:
+                self._pairwise_max(views, out)
+            else:
+                self._first_argmax(views, out)
+            if self._relu:
+                self._positive = scratch_like(self._positive, out, np.dtype(bool))
+                np.greater(out, 0, out=self._positive)
+                np.multiply(out, self._positive, out=out)
         return out
 
     def _pairwise_max(self, views: list[np.ndarray], out: np.ndarray) -> None:
@@ -106,6 +128,9 @@ class Pool:
             np.copyto(argmax, o, where=hit)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        if self._relu:
+            self._routed = scratch_like(self._routed, self._positive, dout.dtype)
+            dout = np.multiply(dout, self._positive, out=self._routed)
         dx = self._input_grads.empty(*self._x_layout[:1], dout.dtype, self._x_layout[1])
         if not self._tiles:
             dx.fill(0)

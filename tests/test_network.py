@@ -1,8 +1,14 @@
-"""Building networks from Python: shape inference, parameter names, summary."""
+"""Building networks from Python: shape inference, parameter names, summary, fusion."""
+import copy
+
 import numpy as np
 import pytest
 
 import laminae
+from laminae.plugins.activations import ReLU
+from laminae.plugins.affine import Affine
+from laminae.plugins.conv import Conv
+from laminae.plugins.pool import Pool
 from laminae.testing import check_layer
 
 
@@ -88,3 +94,54 @@ def test_third_party_layer_satisfies_protocol_without_subclassing():
 
     assert isinstance(outside_plugin.Square(), laminae.Layer)
     assert laminae.Layer not in type(outside_plugin.Square()).__mro__
+
+
+def fused_and_plain(layers, input_shape):
+    """The same network twice, with and without letting layers absorb their predecessors."""
+    return tuple(
+        laminae.Network(copy.deepcopy(layers), input_shape, seed=0, input_grad=True, fuse=fuse) for fuse in (True, False)
+    )
+
+
+@pytest.mark.parametrize(
+    ("pool", "input_shape"),
+    [
+        ({"size": 2}, (2, 10, 10)),  # 2x2 tiles: the pairwise path
+        ({"size": 2}, (2, 9, 9)),  # windows that do not tile
+        ({"size": 3, "stride": 2}, (1, 11, 8)),  # overlapping windows
+        ({"size": 3}, (3, 8, 8)),
+    ],
+)
+def test_a_max_pool_absorbs_the_relu_before_it_bit_for_bit(pool, input_shape):
+    layers = [Conv(filters=4, size=3), ReLU(), Pool(**pool), Affine(units=3)]
+    fused, plain = fused_and_plain(layers, input_shape)
+    assert (fused.absorbed, plain.absorbed) == ([1], [])
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # a few SGD steps: the weights stay equal too
+        x = rng.standard_normal((6, *input_shape)).astype(np.float32)
+        x[0] = -1  # a sample whose windows are all negative: zero gradients through the ReLU
+        out_fused, out_plain = fused.forward(x, True), plain.forward(x, True)
+        dout = rng.standard_normal(out_fused.shape).astype(np.float32)
+        dx_fused, dx_plain = fused.backward(dout), plain.backward(dout)
+        assert np.array_equal(out_fused, out_plain) and np.array_equal(dx_fused, dx_plain)
+        for name, grad in plain.grads.items():
+            assert np.array_equal(fused.grads[name], grad), name
+            fused.params[name] -= 0.1 * fused.grads[name]
+            plain.params[name] -= 0.1 * grad
+
+
+class LeakyRelu(ReLU):
+    """A subclass may compute something else: it is never absorbed."""
+
+
+@pytest.mark.parametrize(
+    ("layers", "absorbed"),
+    [
+        ([ReLU(), Pool(size=2, mode="avg")], []),  # an average does not commute with a ReLU
+        ([LeakyRelu(), Pool(size=2)], []),
+        ([ReLU(), ReLU(), Pool(size=2)], [1]),
+        ([ReLU(), Pool(size=2), ReLU(), Pool(size=2)], [0, 2]),
+    ],
+)
+def test_only_what_can_be_computed_exactly_is_absorbed(layers, absorbed):
+    assert laminae.Network(layers, (1, 8, 8)).absorbed == absorbed
