@@ -86,25 +86,33 @@ class DataParallelStep:
         self._stack.close()
 
     def __call__(self, x: np.ndarray, y: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
-        main = self.networks[0]
         bounds = np.linspace(0, len(x), min(len(self.networks), len(x)) + 1).round().astype(int)
-        parts = list(zip(self.networks, self.losses, bounds[:-1], bounds[1:]))
-        for network, _, _, _ in parts[1:]:
-            for name, param in network.params.items():
-                np.copyto(param, main.params[name])
+        slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        weights = [(part.stop - part.start) / len(x) for part in slices]
         futures = [
-            self._pool.submit(serial_step, network, loss_fn, x[a:b], y[a:b], labels[a:b])
-            for network, loss_fn, a, b in parts[1:]
+            self._pool.submit(self._slice_step, replica, x[part], y[part], labels[part], weight)
+            for replica, part, weight in zip(range(1, len(slices)), slices[1:], weights[1:])
         ]
-        _, loss_fn, a, b = parts[0]
-        results = [serial_step(main, loss_fn, x[a:b], y[a:b], labels[a:b])]
+        results = [self._slice_step(0, x[slices[0]], y[slices[0]], labels[slices[0]], weights[0])]
         results += [future.result() for future in futures]
-        weights = [(b - a) / len(x) for _, _, a, b in parts]
+        main = self.networks[0]
         for name, grad in main.grads.items():
-            grad *= grad.dtype.type(weights[0])
-            for (network, _, _, _), weight in zip(parts[1:], weights[1:]):
-                other = network.grads[name]  # rewritten by the next backward: scaled in place
-                other *= other.dtype.type(weight)
-                grad += other
+            for replica in range(1, len(slices)):
+                grad += self.networks[replica].grads[name]
         loss = sum(weight * part_loss for weight, (part_loss, _) in zip(weights, results))
         return loss, sum(correct for _, correct in results)
+
+    def _slice_step(
+        self, replica: int, x: np.ndarray, y: np.ndarray, labels: np.ndarray, weight: float
+    ) -> tuple[float, int]:
+        """One slice on one replica: its gradients come out weighted by the slice's share
+        of the batch.  A replica first takes the model's current parameters (the
+        optimizer changes only the model's; it runs after every slice is done)."""
+        network, main = self.networks[replica], self.networks[0]
+        if replica:
+            for name, param in network.params.items():
+                np.copyto(param, main.params[name])
+        result = serial_step(network, self.losses[replica], x, y, labels)
+        for grad in network.grads.values():
+            grad *= grad.dtype.type(weight)
+        return result

@@ -44,6 +44,7 @@ CONV_CASES = [
     (2, (2, 4, 4), 2, 5, 1, 2, True),  # kernel larger than the unpadded input
     (3, (2, 4, 6), 3, 1, 1, 0, True),  # 1x1 kernel
     (2, (2, 3, 4), 2, 2, 1, 3, True),  # pad wider than the kernel: all-padding windows
+    (2, (16, 6, 6), 8, 3, 1, 1, True),  # 8 x 145 weights: the dW product with its sides swapped
 ]
 
 # (batch, (C, H, W), size, stride)
