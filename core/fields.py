@@ -30,7 +30,13 @@ def is_required(field: attrs.Attribute) -> bool:
 
 
 def instantiate(cls: type, options: Mapping[str, Any]) -> Any:
-    """``cls(**options)``, with every user mistake turned into a one-line SpecError."""
+    """``cls(**options)``, with every user mistake turned into a one-line SpecError.
+
+    A TypeError or ValueError (what attrs validators raise) or an
+    ArithmeticError (a number too large to convert) is the user's mistake;
+    any other exception is the plugin's own, and goes on unchanged for the
+    caller to locate.
+    """
     fields = hyperparameters(cls)
     keys = [key_of(f) for f in fields]
     for key in options:
@@ -44,7 +50,5 @@ def instantiate(cls: type, options: Mapping[str, Any]) -> Any:
         return cls(**options)
     except LaminaeError:
         raise
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ArithmeticError) as exc:
         raise SpecError(one_line(exc)) from exc
-    except Exception as exc:
-        raise SpecError(one_line(exc, with_type=True)) from exc

@@ -138,6 +138,8 @@ def make_registry(
             dist_version = ep.dist.version if ep.dist is not None else "?"
             loader.add(ep.name, dist_version, "entry point", ep.load)
     if plugins_dir is not None:
+        if not Path(plugins_dir).is_dir():
+            raise PluginError(f"--plugins-dir {plugins_dir}: no such folder")
         for path in sorted(Path(plugins_dir).glob("*.py")):
             loader.add(path.stem, "local", f"plugins dir {plugins_dir}", lambda p=path: _import_file(p))
     for obj in plugins:
@@ -196,7 +198,7 @@ class _Loader:
     def _load(self, name: str, load: Callable[[], Any]) -> Any:
         try:
             plugin = load()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a plugin calling sys.exit() must not end the program
             raise PluginError(f"import failed: {one_line(exc, with_type=True)}") from exc
         try:
             self.manager.register(plugin, name=name)
@@ -222,7 +224,7 @@ class _Loader:
                         impl.function(register=register)
                     except LaminaeError:
                         raise
-                    except Exception as exc:
+                    except (Exception, SystemExit) as exc:
                         raise PluginError(f"hook register_{kind} raised {one_line(exc, with_type=True)}") from exc
         except LaminaeError:
             self.manager.unregister(plugin)

@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,7 +156,10 @@ def fit(
         run.start(state)
     show = sys.stderr.isatty() if progress is None else progress
     history: list[EpochMetrics] = []
-    with _stepper(model, state.threads, registry) as step, GracefulStop() as stop:
+    # A loss that overflows is reported once, as a TrainingError naming the batch;
+    # numpy's warnings about the same overflow would only print ahead of it.
+    quiet_numpy = np.errstate(over="ignore", invalid="ignore", divide="ignore")
+    with _stepper(model, state.threads, registry) as step, GracefulStop() as stop, quiet_numpy:
         while not state.finished and not stop.requested:
             if not _train_epoch(model, x, y, state, stop, show, run, step):
                 break
@@ -171,7 +174,7 @@ def fit(
             _next_epoch(state)
             history.append(row)
             if run is not None:
-                metrics.append(run.path, row)
+                run.log(row)
                 run.save(state)
             if on_epoch is not None:
                 on_epoch(row)
@@ -306,20 +309,35 @@ class _RunDir:
 
     def start(self, state: TrainingState) -> None:
         """A fresh run rewrites ``metrics.csv``; a resumed one keeps its finished epochs."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        spec = json.dumps(self.model.spec, indent=2) + "\n"
-        checkpoint.atomic_write(self.path / SPEC_FILE, lambda file: file.write(spec.encode()))
-        kept: list[EpochMetrics] = []
-        if state.epoch or state.batch:
-            log = self.path / metrics.METRICS_FILE
-            kept = [m for m in metrics.read_log(log) if m.epoch <= state.epoch] if log.exists() else []
-            self.saved = self.checkpoint_file.exists()
-        metrics.start_log(self.path, kept)
+        with self.writing("cannot be used as a run directory"):
+            self.path.mkdir(parents=True, exist_ok=True)
+            spec = json.dumps(self.model.spec, indent=2) + "\n"
+            checkpoint.atomic_write(self.path / SPEC_FILE, lambda file: file.write(spec.encode()))
+            kept: list[EpochMetrics] = []
+            if state.epoch or state.batch:
+                log = self.path / metrics.METRICS_FILE
+                kept = [m for m in metrics.read_log(log) if m.epoch <= state.epoch] if log.exists() else []
+                self.saved = self.checkpoint_file.exists()
+            metrics.start_log(self.path, kept)
+
+    def log(self, row: EpochMetrics) -> None:
+        with self.writing("cannot record the epoch"):
+            metrics.append(self.path, row)
 
     def save(self, state: TrainingState) -> Path:
-        checkpoint.save(self.model, self.checkpoint_file, training=state.to_json(), registry=self.registry)
+        with self.writing("cannot write the checkpoint"):
+            checkpoint.save(self.model, self.checkpoint_file, training=state.to_json(), registry=self.registry)
         self.saved = True
         return self.checkpoint_file
+
+    @contextlib.contextmanager
+    def writing(self, what: str) -> Iterator[None]:
+        """An OSError (a file where the folder should be, a full disk) as one line naming the path."""
+        try:
+            yield
+        except OSError as exc:
+            where = exc.filename or self.path
+            raise TrainingError(f"{where}: {what} ({exc.strerror or one_line(exc)})") from None
 
     def last_good(self) -> str:
         if self.saved:

@@ -147,3 +147,20 @@ def test_console_script_exits_2_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1
     assert "bad.toml: model 'cnn', layer 0 (conv): unknown key 'filter'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", MODELS_TOML, "quickstart", "--epochs", "abc"], "laminae train: error: argument --epochs: invalid int value: 'abc'"),
+        (["layers", "--kind", "foo"], "laminae layers: error: argument --kind: invalid choice: 'foo'"),
+        (["predict", "run"], "laminae predict: error: the following arguments are required: IMAGE"),
+        ([], "laminae: error: the following arguments are required: COMMAND"),
+    ],
+)
+def test_command_line_mistakes_are_one_line_too(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith(message), err
+    assert err.rstrip().endswith("--help)")

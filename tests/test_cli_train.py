@@ -106,10 +106,12 @@ def test_plot_without_matplotlib_says_which_extra_to_install(run_dir, capsys, mo
         (["train", MODELS], "give a TOML FILE and a model NAME"),
         (["train", MODELS, "quickstart", "--dataset", "mnist-smaple"], "unknown data set type 'mnist-smaple'"),
         (["plot", "no-such-run"], "metrics.csv: no such file"),
+        (["train", MODELS, "quickstart", "--out", "a-file"], "a-file: cannot be used as a run directory (File exists)"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder")
     code, out, err = laminae_cli(capsys, *argv)
     assert code == 2 and len(err) == 1 and message in err[0], err
 
@@ -183,3 +185,12 @@ def test_resume_refuses_a_number_of_epochs_below_one(run_dir, capsys, tmp_path, 
         f"laminae train: error: {run_dir / 'model.npz'}: model 'quickstart':"
         f" cannot train: 'epochs' must be at least 1, got {epochs}"
     ]
+
+
+def test_plot_of_a_run_without_a_finished_epoch(capsys, tmp_path):
+    (tmp_path / "metrics.csv").write_text("epoch,train_loss,train_accuracy,val_accuracy,test_accuracy,seconds\n")
+    code, _, err = laminae_cli(capsys, "plot", tmp_path)
+    assert code == 2 and err == [
+        f"laminae plot: error: {tmp_path / 'metrics.csv'}: no finished epoch yet, nothing to plot"
+    ]
+    assert not (tmp_path / "curves.png").exists()

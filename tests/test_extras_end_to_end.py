@@ -58,7 +58,8 @@ def test_the_packages_own_tests_pass():
 
 
 def test_a_fresh_virtual_environment_installs_and_lists_both(tmp_path):
-    """A real venv (no system site-packages), installed from the local index: about 25 s."""
+    """A real venv (no system site-packages), installed from the local index, then a
+    model mixing built-in and extras layers trained in it: about 30 s."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
@@ -77,6 +78,12 @@ def test_a_fresh_virtual_environment_installs_and_lists_both(tmp_path):
     lines = done.stdout.splitlines()
     assert "laminae.plugins.affine 0.1.0 built-in ok: layer:affine" in lines
     assert EXTRAS_LINE in lines
+    trained = laminae(
+        "train", str(EXTRAS / "models.toml"), "tanh-mlp", "--epochs", "1", "--quiet", "--out", str(tmp_path / "run"),
+        cwd=tmp_path, python=python,
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert ACCURACY.fullmatch(trained.stdout.splitlines()[-1]), trained.stdout
 
 
 def test_resuming_a_dropout_network_matches_an_uninterrupted_run(tmp_path):

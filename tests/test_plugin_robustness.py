@@ -50,6 +50,10 @@ FAKES = {
         ModuleNotFoundError("No module named 'missing_dep'"),
         "no_dep 2.0 entry point failed: import failed: ModuleNotFoundError: No module named 'missing_dep'",
     ),
+    "exits": (
+        SystemExit(3),  # a plugin that calls sys.exit() while imported must not end the program
+        "exits 2.0 entry point failed: import failed: SystemExit: 3",
+    ),
     "hook_raises": (
         plugin("hook_raises", register_layers=raising_hook),
         "hook_raises 2.0 entry point failed: hook register_layers raised RuntimeError: boom",
@@ -129,3 +133,8 @@ def test_strict_mode_stops_at_the_first_failure(fakes, capsys, monkeypatch):
         "laminae plugins: error: plugin 'no_dep' failed: import failed:"
         " ModuleNotFoundError: No module named 'missing_dep'\n"
     )
+
+
+def test_a_plugins_dir_that_does_not_exist_is_a_one_line_error(capsys, tmp_path):
+    code, out, err = plugins_output(capsys, "--plugins-dir", str(tmp_path / "nowhere"))
+    assert code == 2 and err == f"laminae plugins: error: --plugins-dir {tmp_path / 'nowhere'}: no such folder\n"

@@ -170,24 +170,42 @@ def test_error_in_a_later_model_stops_the_whole_file(write, registry):
         laminae.from_toml(write(text), "cnn", registry=registry)
 
 
-def test_plugin_own_exception_is_kept_and_located(write, tmp_path):
-    (tmp_path / "plugs").mkdir()
-    (tmp_path / "plugs" / "buggy.py").write_text(
+def registry_with_layer(folder, type_name: str, *methods: str):
+    """A registry with one plugin, loaded from ``folder``, whose layer class has ``methods`` (source lines)."""
+    folder.mkdir()
+    (folder / f"{type_name}.py").write_text(
         "import attrs, laminae\n"
+        "class PluginsOwnError(Exception): pass\n"
         "@attrs.define(eq=False)\n"
-        "class Buggy:\n"
+        "class Layer:\n"
         "    params: dict = attrs.field(init=False, factory=dict)\n"
         "    grads: dict = attrs.field(init=False, factory=dict)\n"
-        "    def build(self, shape, ctx):\n"
-        "        return 1 // 0\n"
-        "    def forward(self, x, training): return x\n"
+        + "".join(f"    {line}\n" for line in methods)
+        + "    def forward(self, x, training): return x\n"
         "    def backward(self, d): return d\n"
         "@laminae.hookimpl\n"
         "def register_layers(register):\n"
-        "    register('buggy', Buggy)\n"
+        f"    register({type_name!r}, Layer)\n"
     )
-    registry = laminae.make_registry(plugins_dir=tmp_path / "plugs", autoload=False)
+    return laminae.make_registry(plugins_dir=folder, autoload=False)
+
+
+def test_plugin_own_exception_is_kept_and_located(write, tmp_path):
+    registry = registry_with_layer(tmp_path / "plugs", "buggy", "def build(self, shape, ctx): return 1 // 0")
     with pytest.raises(ZeroDivisionError) as info:
         load_models(write(BASE, ('{ type = "relu" }', '{ type = "buggy" }')), registry=registry)
     assert "(raised in layer 1 (buggy))" in info.value.__notes__
     assert "(raised in models.toml: model 'cnn')" in info.value.__notes__
+
+
+def test_a_plugins_own_exception_from_its_constructor_is_kept_and_located(write, tmp_path):
+    """Validators' TypeError and ValueError are the user's mistakes; anything else is the plugin's."""
+    registry = registry_with_layer(
+        tmp_path / "plugs", "picky",
+        "def __attrs_post_init__(self): raise PluginsOwnError('not today')",
+        "def build(self, shape, ctx): return shape",
+    )
+    with pytest.raises(Exception, match="not today") as info:
+        load_models(write(BASE, ('{ type = "relu" }', '{ type = "picky" }')), registry=registry)
+    assert type(info.value).__name__ == "PluginsOwnError"
+    assert any("model 'cnn'" in note and "layer 1 (picky)" in note for note in info.value.__notes__), info.value.__notes__

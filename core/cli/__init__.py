@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from laminae import __version__
 from laminae.errors import LaminaeError
@@ -33,8 +34,15 @@ def registry_from(args: argparse.Namespace):
     return make_registry(plugins_dir=args.plugins_dir, block=args.block)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (usage is one ``--help`` away), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USER_ERROR, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="laminae", description="Declare, train and inspect numpy neural networks.")
+    parser = OneLineParser(prog="laminae", description="Declare, train and inspect numpy neural networks.")
     parser.add_argument("--version", action="version", version=f"laminae {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:

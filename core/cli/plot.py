@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from laminae.errors import TrainingError
 from laminae.metrics import METRICS_FILE, EpochMetrics, read_log
 
 HELP = "draw a run's loss and accuracy curves to a PNG (needs laminae[plot])"
@@ -25,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     figure_module = require("matplotlib.figure", "plot", "plotting")
     run_dir = Path(args.run_dir)
     rows = read_log(run_dir / METRICS_FILE)
+    if not rows:
+        raise TrainingError(f"{run_dir / METRICS_FILE}: no finished epoch yet, nothing to plot")
     out = Path(args.out) if args.out else run_dir / PLOT_FILE
     figure = figure_module.Figure(figsize=(10, 4), layout="constrained")
     draw(figure, rows, run_dir.name)
