@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 import attrs
 import numpy as np
 
-from laminae.errors import CheckpointError, LaminaeError, one_line
+from laminae.errors import CheckpointError, LaminaeError
 from laminae.npz import load_npz
 
 if TYPE_CHECKING:

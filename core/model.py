@@ -95,7 +95,7 @@ class Model:
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """Mean loss and accuracy over ``(x, y)`` in inference mode."""
-        from laminae.training import check_data
+        from laminae.data_checks import check_data
 
         check_data(self, x, y, "evaluation data")
         total_loss, correct = 0.0, 0

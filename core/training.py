@@ -11,32 +11,32 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
 
-from laminae import batches, checkpoint, metrics
-from laminae.errors import CheckpointError, DataError, TrainingError, one_line
+from laminae import batches
+from laminae.data_checks import check_data
+from laminae.errors import CheckpointError, TrainingError, one_line
 from laminae.interrupt import GracefulStop
 from laminae.metrics import EpochMetrics
 from laminae.parallel import DataParallelStep, serial_step
 from laminae.progress import ProgressBar
 from laminae.randomness import rng_from_state
+from laminae.rundir import RunDir
 from laminae.validators import non_negative_int, non_negative_number, positive_int
 
 if TYPE_CHECKING:
     from laminae.model import Model
     from laminae.registry import Registry
 
-SPEC_FILE = "spec.json"
 Arrays = tuple[np.ndarray, np.ndarray]
 Step = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[float, int]]
 """Forward and backward on ``(x, y, labels)`` of one batch: ``(mean loss, correct)``."""
@@ -151,7 +151,7 @@ def fit(
         raise TrainingError(f"cannot train: {one_line(exc)}") from None
     if state.rng_state is None:
         state.rng_state = batches.shuffle_rng(state.seed).bit_generator.state
-    run = _RunDir(Path(run_dir), model, registry) if run_dir is not None else None
+    run = RunDir(Path(run_dir), model, registry) if run_dir is not None else None
     if run is not None:
         run.start(state)
     show = sys.stderr.isatty() if progress is None else progress
@@ -199,7 +199,7 @@ def _train_epoch(
     state: TrainingState,
     stop: GracefulStop,
     show: bool,
-    run: _RunDir | None,
+    run: RunDir | None,
     step: Step,
 ) -> bool:
     """Run the rest of the current epoch; False if a signal stopped it early."""
@@ -247,40 +247,6 @@ def _next_epoch(state: TrainingState) -> None:
     state.batch, state.loss_sum, state.correct, state.seen, state.seconds = 0, 0.0, 0, 0, 0.0
 
 
-def check_data(model: Model, x: np.ndarray, y: np.ndarray, what: str) -> None:
-    """Refuse data that does not fit the model, before a batch fails deep inside a layer."""
-    expected = model.network.input_shape
-    if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
-        raise DataError(f"{what}: samples and labels must be numpy arrays")
-    if x.ndim < 1 or tuple(x.shape[1:]) != expected:
-        raise DataError(f"{what}: samples have shape {tuple(x.shape[1:])}, but the model expects {expected}")
-    if len(y) != len(x):
-        raise DataError(f"{what}: {len(y)} labels for {len(x)} samples")
-    if len(x) == 0:
-        raise DataError(f"{what}: no samples")
-    check_labels(model, y, what)
-
-
-def check_labels(model: Model, y: np.ndarray, what: str) -> None:
-    """Integer labels inside the model's classes, or one-hot rows as wide as its output."""
-    output = model.network.output_shape
-    if len(output) != 1:
-        raise DataError(f"{what}: the model's output has shape {output}; a classifier needs one score per class")
-    classes = output[0]
-    if y.ndim == 2:
-        if y.shape[1] != classes:
-            raise DataError(f"{what}: one-hot labels have {y.shape[1]} columns, but the model outputs {classes} classes")
-        if not np.issubdtype(y.dtype, np.floating) and not np.issubdtype(y.dtype, np.integer):
-            raise DataError(f"{what}: one-hot labels must be numbers, got {y.dtype}")
-        return
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{what}: labels must be integers (N,) or one-hot rows (N, classes), got {y.dtype} {y.shape}")
-    outside = np.flatnonzero((y < 0) | (y >= classes))
-    if outside.size:
-        i = int(outside[0])
-        raise DataError(f"{what}: label {y[i]} at index {i} is outside the model's {classes} classes (0..{classes - 1})")
-
-
 def _check_resumable(
     state: TrainingState, samples: int, batch_size: int | None, seed: int | None, threads: int | None
 ) -> None:
@@ -292,54 +258,3 @@ def _check_resumable(
     for key, given in (("batch_size", batch_size), ("seed", seed), ("threads", threads)):
         if given is not None and given != getattr(state, key):
             raise TrainingError(f"cannot resume with {key} {given}: the run used {getattr(state, key)}")
-
-
-@attrs.define
-class _RunDir:
-    """A run directory: the checkpoint, ``metrics.csv`` and ``spec.json``."""
-
-    path: Path
-    model: Model
-    registry: Registry | None
-    saved: bool = False
-
-    @property
-    def checkpoint_file(self) -> Path:
-        return self.path / checkpoint.CHECKPOINT_FILE
-
-    def start(self, state: TrainingState) -> None:
-        """A fresh run rewrites ``metrics.csv``; a resumed one keeps its finished epochs."""
-        with self.writing("cannot be used as a run directory"):
-            self.path.mkdir(parents=True, exist_ok=True)
-            spec = json.dumps(self.model.spec, indent=2) + "\n"
-            checkpoint.atomic_write(self.path / SPEC_FILE, lambda file: file.write(spec.encode()))
-            kept: list[EpochMetrics] = []
-            if state.epoch or state.batch:
-                log = self.path / metrics.METRICS_FILE
-                kept = [m for m in metrics.read_log(log) if m.epoch <= state.epoch] if log.exists() else []
-                self.saved = self.checkpoint_file.exists()
-            metrics.start_log(self.path, kept)
-
-    def log(self, row: EpochMetrics) -> None:
-        with self.writing("cannot record the epoch"):
-            metrics.append(self.path, row)
-
-    def save(self, state: TrainingState) -> Path:
-        with self.writing("cannot write the checkpoint"):
-            checkpoint.save(self.model, self.checkpoint_file, training=state.to_json(), registry=self.registry)
-        self.saved = True
-        return self.checkpoint_file
-
-    @contextlib.contextmanager
-    def writing(self, what: str) -> Iterator[None]:
-        """An OSError (a file where the folder should be, a full disk) as one line naming the path."""
-        try:
-            yield
-        except OSError as exc:
-            where = exc.filename or self.path
-            raise TrainingError(f"{where}: {what} ({exc.strerror or one_line(exc)})") from None
-
-    def last_good(self) -> str:
-        if self.saved:
-            return f"the last good checkpoint is {self.checkpoint_file}"
-        return "no checkpoint had been written yet"
