@@ -77,6 +77,7 @@ class Pool:
         return self._relu
 
     def build(self, input_shape: tuple[int, ...], ctx: laminae.BuildContext) -> tuple[int, ...]:
+        self._relu = False  # until a network built around this layer hands it its ReLU
         self._output_hw = window_output_hw(input_shape, self.size, self.stride, 0, "pool window")
         self._input_shape = tuple(input_shape)
         self._offsets = kernel_offsets(input_shape[1:], self._output_hw, self.size, self.stride, 0)
