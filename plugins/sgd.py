@@ -31,8 +31,9 @@ class SGD:
     _velocity: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
     _steps: int = attrs.field(init=False, default=0, repr=False)
     _scratch: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
-    """``lr * g`` for each parameter, written in place: a fresh array each step
-    would cost page faults as large as the parameters."""
+    """One buffer per parameter for the decayed gradient and ``lr * g``, written
+    in place: fresh arrays each step would cost page faults as large as the
+    parameters."""
 
     def __attrs_post_init__(self) -> None:
         if self.nesterov and self.momentum == 0:
@@ -43,8 +44,12 @@ class SGD:
         self._steps += 1
         for name, param in params.items():
             grad = grads[name]
+            scratch = self._scratch.get(name)
+            if scratch is None or scratch.shape != param.shape or scratch.dtype != param.dtype:
+                scratch = self._scratch[name] = np.empty_like(param)
             if self.weight_decay:
-                grad = grad + self.weight_decay * param
+                grad = np.multiply(param, self.weight_decay, out=scratch)
+                grad += grads[name]
             if self.momentum:
                 velocity = self._velocity.get(name)
                 if velocity is None:
@@ -52,11 +57,8 @@ class SGD:
                 else:
                     velocity *= self.momentum
                     velocity += grad
-                grad = grad + self.momentum * velocity if self.nesterov else velocity
-            scaled = self._scratch.get(name)
-            if scaled is None or scaled.shape != param.shape or scaled.dtype != param.dtype:
-                scaled = self._scratch[name] = np.empty_like(param)
-            param -= np.multiply(grad, lr, out=scaled)
+                grad = np.add(grad, self.momentum * velocity, out=scratch) if self.nesterov else velocity
+            param -= np.multiply(grad, lr, out=scratch)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {f"velocity/{name}": v.copy() for name, v in self._velocity.items()}
