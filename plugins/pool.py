@@ -22,8 +22,8 @@ class Pool:
     took 26.8 ms on a C-order batch of simple_cnn's conv output (numpy
     reducing short strided axes one element at a time) and 0.86 ms on the
     batch-innermost one a conv hands out, against 0.70 ms for the three
-    pairwise maxima here (2026-11-30), which also leave the routing masks
-    that backward needs.  Every
+    pairwise maxima here (2026-11-30), whose pairs also give the masks that
+    route the gradient (three comparisons more).  Every
     array the layer makes follows its input's memory order (a conv hands out
     batch-innermost arrays, whose strided windows still have a contiguous
     batch axis inside), and comes from a :class:`~laminae.buffers.Recycler`,
