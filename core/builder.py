@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from laminae.errors import SpecError, location, one_line
 from laminae.model import Model, TrainConfig
 from laminae.network import Network
@@ -75,8 +77,10 @@ def build_document(
     return {name: build_resolved(spec, registry, source) for name, spec in resolved.items()}
 
 
-def build_resolved(spec: Mapping[str, Any], registry: Registry, source: str = "<dict>") -> Model:
-    """A model from a spec that :mod:`laminae.spec` has already validated."""
+def build_resolved(
+    spec: Mapping[str, Any], registry: Registry, source: str = "<dict>", dtype: str | np.dtype = "float32"
+) -> Model:
+    """A model from a spec that :mod:`laminae.spec` has already validated (``dtype``: of its parameters)."""
     layers = [registry.create("layers", layer) for layer in spec["layers"]]
     train = TrainConfig(**spec["train"])
     where = f"{source}: model {spec['name']!r}"
@@ -86,6 +90,7 @@ def build_resolved(spec: Mapping[str, Any], registry: Registry, source: str = "<
                 layers,
                 spec["input"],
                 seed=train.seed,
+                dtype=dtype,
                 registry=registry,
                 names=[layer["type"] for layer in spec["layers"]],
             )

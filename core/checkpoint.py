@@ -192,8 +192,9 @@ def optimizer_state_problems(network: Network, state: Mapping[str, np.ndarray]) 
 
     By the Optimizer protocol's convention, a state array named
     ``"<anything>/<parameter>"`` (``velocity/3.W``) belongs to that parameter
-    and has its shape, so any optimizer's state is checked here, before its
-    own ``load_state_dict`` could fail mid-step.
+    and has its shape (and, like it, floating-point numbers), so any
+    optimizer's state is checked here, before its own ``load_state_dict``
+    could fail mid-step.
     """
     problems = []
     for key in sorted(state):
@@ -207,6 +208,8 @@ def optimizer_state_problems(network: Network, state: Mapping[str, np.ndarray]) 
             problems.append(
                 f"optimizer state {key!r} has shape {array.shape}, expected {network.params[param].shape}"
             )
+        elif slash and not np.issubdtype(array.dtype, np.floating):
+            problems.append(f"optimizer state {key!r} holds {array.dtype}, not floating-point numbers")
     return problems
 
 

@@ -67,7 +67,8 @@ class DataParallelStep:
                 f"cannot train on {threads} threads: {stateful[0]} keeps state of its own; use threads = 1"
             )
         registry = registry or model.registry or make_registry()
-        twins = [build_resolved(model.spec, registry, model.name) for _ in range(threads - 1)]
+        dtype = model.network.dtype
+        twins = [build_resolved(model.spec, registry, model.name, dtype=dtype) for _ in range(threads - 1)]
         self.networks = [model.network, *(twin.network for twin in twins)]
         self.losses = [model.loss, *(twin.loss for twin in twins)]
         self._stack = contextlib.ExitStack()
@@ -88,9 +89,10 @@ class DataParallelStep:
     def __call__(self, x: np.ndarray, y: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
         bounds = np.linspace(0, len(x), min(len(self.networks), len(x)) + 1).round().astype(int)
         slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-        weights = [(part.stop - part.start) / len(x) for part in slices]
+        weights = [float(part.stop - part.start) / len(x) for part in slices]
+        numpy_errors = np.geterr()  # per thread: the caller's (fit silences overflow) go with each slice
         futures = [
-            self._pool.submit(self._slice_step, replica, x[part], y[part], labels[part], weight)
+            self._pool.submit(self._slice_step, replica, x[part], y[part], labels[part], weight, numpy_errors)
             for replica, part, weight in zip(range(1, len(slices)), slices[1:], weights[1:])
         ]
         results = [self._slice_step(0, x[slices[0]], y[slices[0]], labels[slices[0]], weights[0])]
@@ -103,7 +105,13 @@ class DataParallelStep:
         return loss, sum(correct for _, correct in results)
 
     def _slice_step(
-        self, replica: int, x: np.ndarray, y: np.ndarray, labels: np.ndarray, weight: float
+        self,
+        replica: int,
+        x: np.ndarray,
+        y: np.ndarray,
+        labels: np.ndarray,
+        weight: float,
+        numpy_errors: dict[str, str] | None = None,
     ) -> tuple[float, int]:
         """One slice on one replica: its gradients come out weighted by the slice's share
         of the batch.  A replica first takes the model's current parameters (the
@@ -112,7 +120,8 @@ class DataParallelStep:
         if replica:
             for name, param in network.params.items():
                 np.copyto(param, main.params[name])
-        result = serial_step(network, self.losses[replica], x, y, labels)
+        with np.errstate(**(numpy_errors or np.geterr())):
+            result = serial_step(network, self.losses[replica], x, y, labels)
         for grad in network.grads.values():
             grad *= grad.dtype.type(weight)
         return result

@@ -36,7 +36,9 @@ class Layer(Protocol):
     A layer may also have ``absorb(previous) -> bool``, called once when a
     network is built: True means it will compute the parameter-free
     ``previous`` layer's function itself, bit for bit, and the network skips
-    ``previous`` (a max-pool absorbs a ReLU before it).
+    ``previous`` (a max-pool absorbs a ReLU before it).  Building binds a
+    layer object to its network (its place in it, what it absorbed): a layer
+    object serves the network that built it last.
     """
 
     params: dict[str, np.ndarray]

@@ -28,8 +28,8 @@ def rng_from_state(state: dict[str, Any]) -> np.random.Generator:
     bit_generator = getattr(np.random, kind)()
     try:
         bit_generator.state = state
-    except (TypeError, KeyError) as exc:
-        raise ValueError(f"a {kind} state that does not fit it ({exc})") from None
+    except Exception as exc:  # numpy says so in many ways: TypeError, KeyError, OverflowError, IndexError...
+        raise ValueError(f"a {kind} state that does not fit it ({type(exc).__name__}: {exc})") from None
     return np.random.Generator(bit_generator)
 
 

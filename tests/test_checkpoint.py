@@ -169,6 +169,10 @@ def saved_run(registry, tmp_path):
         (lambda t: t.update(batch_size="16"), r"corrupt training position \('batch_size' must be an integer"),
         (lambda t: t.update(rng_state={"bit_generator": "seed"}), r"corrupt training position \(unknown random generator 'seed'\)"),
         (lambda t: t["rng_state"].update(state="x"), r"corrupt training position \(a PCG64 state that does not fit it"),
+        (
+            lambda t: t["rng_state"]["state"].update(state=-1),
+            r"corrupt training position \(a PCG64 state that does not fit it \(OverflowError",
+        ),
         (lambda t: t.update(turbo=True), r"corrupt training position \(unknown key 'turbo'\)"),
         (lambda t: t.pop("samples"), r"corrupt training position \(.*samples"),
         (lambda t: t.update(batch=99), r"corrupt training position \(batch 99 of an epoch that has fewer\)"),
@@ -197,6 +201,10 @@ def test_a_corrupt_training_position_is_a_one_line_error(registry, tmp_path, edi
             "optimizer state 'velocity/7.W' is for parameter '7.W', which the model does not have",
         ),
         (lambda a: a.update({"optim/steps": np.array("many")}), "optimizer state 'steps' holds <U4, not numbers"),
+        (
+            lambda a: a.update({"optim/velocity/0.b": np.zeros(8, np.int64)}),
+            "optimizer state 'velocity/0.b' holds int64, not floating-point numbers",
+        ),
         (lambda a: a.update({"optim/steps": np.array(-3)}), "'steps' must be a non-negative integer"),
         (lambda a: a.update({"optim/momentum/0.W": np.zeros((16, 8), np.float32)}), "unknown SGD state 'momentum/0.W'"),
         (lambda a: a.update({"layer/1.rng": np.zeros(3, np.uint8)}), "layer 1 (relu): unexpected state 'rng'"),

@@ -1,6 +1,9 @@
 """Training on several threads: each takes a slice of every mini-batch."""
 from __future__ import annotations
 
+import warnings
+
+import attrs
 import numpy as np
 import pytest
 import threadpoolctl
@@ -107,3 +110,30 @@ def test_threads_from_the_command_line(capsys, tmp_path):
     assert main(args) == 0
     assert capsys.readouterr().out.startswith("test accuracy: 0.")
     assert laminae.load(tmp_path / "run").spec["train"]["threads"] == 2
+
+
+def test_an_exploding_run_on_threads_prints_no_numpy_warnings(registry):
+    x, y = conv_data()
+    spec = conv_spec(threads=2)
+    spec["optimizer"]["lr"] = 1e38
+    model = laminae.build(spec, registry=registry)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning from either thread would fail here
+        with pytest.raises(laminae.TrainingError, match="the loss became"):
+            model.fit(x * 1e3, y, progress=False)
+
+
+def test_replicas_compute_in_the_models_own_dtype(registry):
+    x, y = conv_data()
+    models = []
+    for threads in (1, 2):
+        spec = conv_spec(threads=threads)
+        built = laminae.build(spec, registry=registry)
+        network = laminae.Network(built.network.layers, spec["input"], dtype="float64", registry=registry,
+                                  names=built.network.names)
+        models.append(attrs.evolve(built, network=network))
+    for model in models:
+        model.fit(x.astype(np.float64), y, progress=False)
+    for name, param in models[0].network.params.items():
+        assert param.dtype == np.float64
+        np.testing.assert_allclose(models[1].network.params[name], param, rtol=1e-12, atol=1e-13)
