@@ -139,6 +139,10 @@ class Network:
         rule = "-" * len(max(lines, key=len))
         lines.insert(1, rule)
         lines += [rule, f"total params: {self.num_params:,} ({self.dtype.name})"]
+        lines += [
+            f"{self.layer_label(str(index))} runs inside {self.layer_label(str(index + 1))}"
+            for index in self.absorbed
+        ]
         return "\n".join(lines)
 
 

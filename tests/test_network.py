@@ -36,6 +36,7 @@ def test_classic_cnn_infers_every_shape(registry):
     affine_row = next(line for line in summary.splitlines() if line.startswith("3 "))
     assert affine_row.split()[:3] == ["3", "affine", "4,320"]
     assert f"total params: {30*25 + 30 + 4320*100 + 100 + 100*10 + 10:,} (float32)" in summary
+    assert summary.splitlines()[-1] == "layer 1 (relu) runs inside layer 2 (pool)"
     out = net.forward(np.zeros((2, 1, 28, 28), np.float32))
     assert out.shape == (2, 10) and out.dtype == np.float32
 
