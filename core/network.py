@@ -48,7 +48,7 @@ class Network:
         self.shapes: list[Shape] = []
         shape = self.input_shape
         for index, layer in enumerate(self.layers):
-            with location(self.layer_label(str(index))):
+            with location(self.layer_label(index)):
                 layer_ctx = attrs.evolve(ctx, input_grad=input_grad or index > 0)
                 shape = tuple(int(n) for n in layer.build(shape, layer_ctx))
             self.shapes.append(shape)
@@ -110,10 +110,12 @@ class Network:
                     load(parts.get(index, {}))
                 except (KeyError, ValueError, TypeError) as exc:
                     reason = one_line(exc, with_type=isinstance(exc, KeyError))
-                    raise ValueError(f"{self.layer_label(str(index))}: state: {reason}") from None
+                    raise ValueError(f"{self.layer_label(index)}: state: {reason}") from None
 
-    def layer_label(self, index: str) -> str:
-        """``"layer 3 (dropout)"``, as every message about one layer begins."""
+    def layer_label(self, index: int | str) -> str:
+        """``"layer 3 (dropout)"``, as every message about one layer begins; ``index``
+        may also be the text before the dot of a stored name (``"3"`` of ``"3.W"``)."""
+        index = str(index)
         if index.isdigit() and int(index) < len(self.layers):
             return f"layer {index} ({self.names[int(index)]})"
         return f"layer {index} (not in the model)"
@@ -140,7 +142,7 @@ class Network:
         lines.insert(1, rule)
         lines += [rule, f"total params: {self.num_params:,} ({self.dtype.name})"]
         lines += [
-            f"{self.layer_label(str(index))} runs inside {self.layer_label(str(index + 1))}"
+            f"{self.layer_label(index)} runs inside {self.layer_label(index + 1)}"
             for index in self.absorbed
         ]
         return "\n".join(lines)

@@ -58,7 +58,7 @@ class DataParallelStep:
         from laminae.registry import make_registry
 
         stateful = [
-            model.network.layer_label(str(index))
+            model.network.layer_label(index)
             for index, layer in enumerate(model.network.layers)
             if hasattr(layer, "state_dict")
         ]
