@@ -90,12 +90,12 @@ class DataParallelStep:
         bounds = np.linspace(0, len(x), min(len(self.networks), len(x)) + 1).round().astype(int)
         slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
         weights = [float(part.stop - part.start) / len(x) for part in slices]
-        numpy_errors = np.geterr()  # per thread: the caller's (fit silences overflow) go with each slice
+        numpy_errors = np.geterr()
         futures = [
             self._pool.submit(self._slice_step, replica, x[part], y[part], labels[part], weight, numpy_errors)
             for replica, part, weight in zip(range(1, len(slices)), slices[1:], weights[1:])
         ]
-        results = [self._slice_step(0, x[slices[0]], y[slices[0]], labels[slices[0]], weights[0])]
+        results = [self._slice_step(0, x[slices[0]], y[slices[0]], labels[slices[0]], weights[0], numpy_errors)]
         results += [future.result() for future in futures]
         main = self.networks[0]
         for name, grad in main.grads.items():
@@ -111,16 +111,18 @@ class DataParallelStep:
         y: np.ndarray,
         labels: np.ndarray,
         weight: float,
-        numpy_errors: dict[str, str] | None = None,
+        numpy_errors: dict[str, str],
     ) -> tuple[float, int]:
         """One slice on one replica: its gradients come out weighted by the slice's share
         of the batch.  A replica first takes the model's current parameters (the
-        optimizer changes only the model's; it runs after every slice is done)."""
+        optimizer changes only the model's; it runs after every slice is done).
+        ``numpy_errors`` are the caller's ``np.geterr()``: numpy keeps them per
+        thread, and a worker thread would otherwise warn where the caller is silent."""
         network, main = self.networks[replica], self.networks[0]
         if replica:
             for name, param in network.params.items():
                 np.copyto(param, main.params[name])
-        with np.errstate(**(numpy_errors or np.geterr())):
+        with np.errstate(**numpy_errors):
             result = serial_step(network, self.losses[replica], x, y, labels)
         for grad in network.grads.values():
             grad *= grad.dtype.type(weight)
