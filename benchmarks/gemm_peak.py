@@ -19,25 +19,20 @@ def gemm_peak(size: int = 2048, repeats: int = 5) -> float:
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
     out = np.empty_like(a)
-    np.matmul(a, b, out=out)  # first call pays for thread start-up and page faults
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        np.matmul(a, b, out=out)
-        best = min(best, time.perf_counter() - start)
+    best = _best_seconds(lambda: np.matmul(a, b, out=out), repeats)
     return 2.0 * size**3 / best
 
 
-def step_flops(network, batch: int) -> int:
-    """GEMM FLOPs (2*M*N*K each) of one forward+backward step of ``network``.
+def step_gemms(network, batch: int) -> list[tuple[int, int, int]]:
+    """``(M, K, N)`` of every GEMM one forward+backward step of ``network`` needs.
 
-    Counts the forward product and the two backward ones (weight and input
+    The forward product and the two backward ones (weight and input
     gradient) of every conv and affine layer, except the input gradient of
     a layer with no parameters before it, which no step needs: what is
-    counted is the work the step must do, so skipping useless work shows up
-    as a higher fraction.
+    listed is the work the step must do, so skipping useless work shows up
+    as a higher fraction of peak.
     """
-    total, trained_below = 0, False
+    shapes, trained_below = [], False
     in_shapes = [network.input_shape, *network.shapes[:-1]]
     for index, (name, shape_in, shape_out) in enumerate(zip(network.names, in_shapes, network.shapes)):
         if name not in GEMM_LAYERS:
@@ -48,6 +43,74 @@ def step_flops(network, batch: int) -> int:
             m, kk, n = shape_out[0], shape_in[0] * k * k, batch * prod(shape_out[1:])
         else:
             m, kk, n = batch, prod(shape_in), shape_out[0]
-        total += (3 if trained_below else 2) * 2 * m * kk * n
+        dweights, dinput = ((kk, m, n), (m, n, kk)) if name == "affine" else ((m, n, kk), (kk, m, n))
+        shapes += [(m, kk, n), dweights] + ([dinput] if trained_below else [])
         trained_below = True
+    return shapes
+
+
+def step_flops(network, batch: int) -> int:
+    """GEMM FLOPs (2*M*N*K each) of one forward+backward step of ``network``."""
+    return sum(2 * m * k * n for m, k, n in step_gemms(network, batch))
+
+
+def gemm_seconds(shapes: list[tuple[int, int, int]], matmul=None, repeats: int = 20) -> float:
+    """Seconds the GEMMs ``shapes`` take alone on float32 operands: the floor
+    under a step that does nothing else.  Each shape is timed as the best
+    of ``repeats`` runs of its fastest form: by default numpy's np.matmul,
+    plain or cut into stacked pieces along a long side (the conv layer's
+    trick for skinny products, see ``laminae.plugins.conv``), so that the
+    floor is one Laminae could reach; or ``matmul(a, b, out)``, such as
+    PyTorch's (:func:`torch_matmul`), plain."""
+    rng = np.random.default_rng(0)
+    total = 0.0
+    for m, k, n in shapes:
+        a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
+        forms = [lambda out=np.empty((m, n), np.float32): matmul(a, b, out)] if matmul else _numpy_forms(a, b)
+        total += min(_best_seconds(form, repeats) for form in forms)
     return total
+
+
+STACKED_PIECE = 500_000
+"""Multiply-adds per piece of a stacked GEMM, as in ``laminae.plugins.conv``."""
+
+
+def _numpy_forms(a: np.ndarray, b: np.ndarray) -> list:
+    """Ways numpy can compute ``a @ b``: plain, and stacked pieces along ``n``
+    or along ``k`` (summed) when the product is long enough to cut."""
+    (m, k), n = a.shape, b.shape[1]
+    out = np.empty((m, n), np.float32)
+    forms = [lambda: np.matmul(a, b, out=out)]
+    wanted = -(-m * k * n // STACKED_PIECE)
+    along_n, along_k = _divisor_near(wanted, n), _divisor_near(wanted, k)
+    if along_n > 1:
+        by_n = np.empty((along_n, m, n // along_n), np.float32)
+        b_pieces_n = b.reshape(k, along_n, -1).transpose(1, 0, 2)
+        forms.append(lambda: np.matmul(a, b_pieces_n, out=by_n))
+    if along_k > 1:
+        partial = np.empty((along_k, m, n), np.float32)
+        a_pieces, b_pieces = a.reshape(m, along_k, -1).transpose(1, 0, 2), b.reshape(along_k, -1, n)
+        forms.append(lambda: np.sum(np.matmul(a_pieces, b_pieces, out=partial), axis=0, out=out))
+    return forms
+
+
+def _divisor_near(wanted: int, length: int) -> int:
+    """The smallest divisor of ``length`` from ``wanted`` up to 4x it, else 1."""
+    return next((p for p in range(max(wanted, 1), min(4 * wanted, length) + 1) if length % p == 0), 1)
+
+
+def _best_seconds(run, repeats: int) -> float:
+    run()  # the first call pays for page faults and waking the BLAS threads
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def torch_matmul():
+    """PyTorch's ``mm`` on numpy operands (shared memory, no copies)."""
+    import torch
+
+    return lambda a, b, out: torch.mm(torch.from_numpy(a), torch.from_numpy(b), out=torch.from_numpy(out))

@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     per_run = f"{args.batches} batches" if args.batches else f"{args.samples} samples"
     print(f"\nbest of {args.rounds} alternating rounds of {per_run} each\n")
 
-    rows = []
+    rows, floors = [], []
     for name in args.networks.split(","):
         spec = specs[name]
         batch = spec["train"]["batch_size"]
@@ -218,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         if "conv" in contenders.model.network.names:
             flops = gemm_peak.step_flops(contenders.model.network, batch) * batches / seconds["laminae"]
         rows.append((name, batch, rate, flops))
+        shapes = gemm_peak.step_gemms(contenders.model.network, batch)
+        alone = {"laminae": gemm_peak.gemm_seconds(shapes)}
+        if with_torch:
+            alone["torch"] = gemm_peak.gemm_seconds(shapes, gemm_peak.torch_matmul())
+        floors.append((name, batch, rate, alone, gemm_peak.step_flops(contenders.model.network, batch)))
         if args.profile:
             print(f"--- profile: Laminae {name}, {batches} batches ---\n{profile_laminae(contenders)}")
         print(f"({name} done)", file=sys.stderr)
@@ -227,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(name, batch, rate, flops and flops / max(peak, peak_after)) for name, batch, rate, flops in rows]
     misses = [miss for name, _, rate, fraction in rows for miss in check_targets(name, rate, fraction)]
     print_table(rows)
+    print_gemm_floors(floors, max(peak, peak_after))
     print(f"\nfloat32 GEMM peak (2048^3 np.matmul, best of 5, before/after): {peak / 1e9:.1f} / {peak_after / 1e9:.1f} GFLOP/s")
     if not args.no_rss:
         print(measure_rss(args, "simple_cnn"))
@@ -253,9 +259,31 @@ def print_table(rows: list) -> None:
         lam, tor, tut = rate["laminae"], rate.get("torch"), rate.get("tutorial")
         lines.append((name, str(batch), f"{lam:,.0f}", f"{tor:,.0f}" if tor else "-", ratio(lam, tor),
                       f"{tut:,.0f}" if tut else "-", ratio(lam, tut), f"{fraction:.0%}" if fraction else "-"))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    _print_columns(lines)
+
+
+def _print_columns(lines: list[tuple[str, ...]]) -> None:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     for line in lines:
         print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))))
+
+
+def print_gemm_floors(floors: list, peak: float) -> None:
+    """The GEMMs of one step alone, in each framework's BLAS: how much of each
+    step is matrix products, how far PyTorch's BLAS is ahead at these shapes,
+    and the bounds that follow (a step that did nothing but its GEMMs)."""
+    print("\nGEMMs alone at the shapes of one training step (np.matmul / torch.mm, C-order float32, best of 20):")
+    header = ("network", "numpy us", "PyTorch us", "numpy/PyTorch", "Laminae step us", "PyTorch step us",
+              "share of Laminae step", "L/PyTorch bound", "GEMM peak bound")
+    lines = [header]
+    for name, batch, rate, alone, flops in floors:
+        lam_step, tor_step = batch / rate["laminae"], batch / rate["torch"] if "torch" in rate else None
+        gemms, tor_gemms = alone["laminae"], alone.get("torch")
+        lines.append((name, f"{gemms * 1e6:,.0f}", f"{tor_gemms * 1e6:,.0f}" if tor_gemms else "-",
+                      ratio(gemms, tor_gemms), f"{lam_step * 1e6:,.0f}", f"{tor_step * 1e6:,.0f}" if tor_step else "-",
+                      f"{gemms / lam_step:.0%}", ratio(tor_step, gemms), f"{flops / gemms / peak:.0%}"))
+    _print_columns(lines)
+    print("(bounds: what a Laminae step that spent no time outside numpy's GEMMs would reach)")
 
 
 if __name__ == "__main__":
