@@ -289,6 +289,55 @@ def test_recycler_reuses_only_unreferenced_memory():
     assert again.shape == (2, 6) and again.strides == (4, 8)
 
 
+def test_col2im_adds_with_a_buffer_no_longer_than_its_rows_and_restores_numpys(monkeypatch):
+    """The shortened ufunc buffer is a speed setting only: the gradient still
+    matches the loop reference, and numpy's own setting comes back."""
+    rng = np.random.default_rng(11)
+    layer = make_conv(3, 3)
+    build(layer, (2, 10, 10))
+    x = rng.standard_normal((8, 2, 10, 10))
+    dout = rng.standard_normal(layer.forward(x, True).shape)
+    sizes = []
+    real = np.setbufsize
+    monkeypatch.setattr(np, "setbufsize", lambda size: sizes.append(size) or real(size))
+    previous = real(4096)
+    try:
+        dx = layer.backward(dout)
+        assert np.getbufsize() == 4096
+    finally:
+        real(previous)
+    assert sizes == [64, 4096]  # rows of OW * N = 8 * 8 numbers, then numpy's setting back
+    np.testing.assert_allclose(dx, ref.conv_backward(x, layer.params["W"], 1, 0, dout)[0], rtol=1e-10, atol=1e-12)
+
+
+def test_col2im_restores_numpys_buffer_size_when_an_add_fails():
+    from laminae.plugins.im2col import col2im
+
+    cols = np.ones((1, 1, 4, 1, 3, 16))
+    dx = np.zeros((4, 1, 3, 15))  # one column short: the add cannot broadcast
+    every = slice(None)
+    before = np.getbufsize()
+    with pytest.raises(ValueError):
+        col2im(cols, dx, [((0, 0, every, every, every, every), (every, every, every, every))])
+    assert np.getbufsize() == before
+
+
+@pytest.mark.parametrize(
+    "array, run",
+    [
+        (np.zeros((3, 4, 5)), 60),
+        (np.zeros((3, 4, 5))[:, 1:3], 10),
+        (np.zeros((3, 4, 5))[:, :, ::2], 1),
+        (np.zeros((3, 4, 5)).transpose(2, 0, 1), 60),
+        (np.zeros((6, 1, 7))[::2], 7),
+    ],
+)
+def test_contiguous_run_counts_the_innermost_stretch(array, run):
+    from laminae.plugins.im2col import _contiguous_run
+
+    assert _contiguous_run(array.shape, array.strides, array.itemsize) == run
+
+
 def test_conv_reuses_its_column_buffer():
     layer = make_conv(2, 3)
     build(layer, (1, 6, 6))
