@@ -50,7 +50,7 @@ class Model:
     train_config: TrainConfig = attrs.field(factory=TrainConfig)
     name: str = "model"
     registry: Registry | None = attrs.field(default=None, repr=False)
-    """The registry that built the model: training on several threads builds replicas with it."""
+    """The registry that built the model: training on threads (where workers cannot be forked) builds replicas with it."""
 
     def fit(
         self,
@@ -74,9 +74,10 @@ class Model:
         ``epochs``, ``batch_size``, ``seed`` and ``threads`` default to :attr:`train_config`;
         ``seed`` here drives only the batch order (the initial weights came
         from ``train.seed`` when the model was built).  ``threads`` above 1
-        splits every mini-batch across that many threads (see
-        :mod:`laminae.parallel`: faster for conv networks, deterministic, but
-        not bit-identical to one thread).  ``progress`` shows a
+        trains that many slices of every mini-batch side by side, in worker
+        processes on Linux (:mod:`laminae.forked`), on threads elsewhere
+        (:mod:`laminae.parallel`): faster for conv networks, deterministic,
+        but not bit-identical to one.  ``progress`` shows a
         bar (default: when stderr is a terminal).  With ``run_dir``, every
         epoch appends to ``metrics.csv`` and rewrites the checkpoint
         ``model.npz``.  Ctrl-C or SIGTERM stops after the current batch and

@@ -12,7 +12,9 @@ two-thread GEMM on two cores measured slower than one thread alone.
 
 The result is deterministic (the gradients are combined in slice order,
 whichever thread finishes first) but not bit-identical to ``threads = 1``,
-whose sums run in another order.
+whose sums run in another order.  On Linux the slices run in worker
+processes instead (:mod:`laminae.forked`, which reuses the slicing and
+combining here): threads queue on the interpreter lock between numpy calls.
 """
 from __future__ import annotations
 
@@ -43,6 +45,49 @@ def serial_step(network: Network, loss_fn: Loss, x: np.ndarray, y: np.ndarray, l
     return loss, correct
 
 
+def slice_bounds(batch: int, parts: int) -> tuple[list[slice], list[float]]:
+    """The batch cut into ``parts`` near-equal slices (fewer if it is smaller),
+    and each slice's share of it: the weight of its gradients."""
+    bounds = np.linspace(0, batch, min(parts, batch) + 1).round().astype(int).tolist()
+    slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    return slices, [float(part.stop - part.start) / batch for part in slices]
+
+
+def weighted_slice_step(
+    network: Network, loss_fn: Loss, x: np.ndarray, y: np.ndarray, labels: np.ndarray, weight: float
+) -> tuple[float, int]:
+    """:func:`serial_step` on one slice, its gradients weighted by the slice's share of the batch."""
+    result = serial_step(network, loss_fn, x, y, labels)
+    for grad in network.grads.values():
+        grad *= grad.dtype.type(weight)
+    return result
+
+
+def combine_slices(
+    grads: dict[str, np.ndarray],
+    other_grads: list[dict[str, np.ndarray]],
+    weights: list[float],
+    results: list[tuple[float, int]],
+) -> tuple[float, int]:
+    """Add the other slices' weighted gradients onto the first's, in slice order
+    (so the sums do not depend on which slice finished first), and the
+    batch's ``(mean loss, correct predictions)``."""
+    for name, grad in grads.items():
+        for other in other_grads:
+            grad += other[name]
+    loss = sum(weight * part_loss for weight, (part_loss, _) in zip(weights, results))
+    return loss, sum(correct for _, correct in results)
+
+
+def refuse_stateful_layers(network: Network, parts: int) -> None:
+    """A layer with state of its own (``state_dict``, such as a dropout's
+    generator) cannot be split: its replicas would draw from streams no
+    checkpoint records."""
+    stateful = [network.layer_label(index) for index, layer in enumerate(network.layers) if hasattr(layer, "state_dict")]
+    if stateful:
+        raise TrainingError(f"cannot train on {parts} threads: {stateful[0]} keeps state of its own; use threads = 1")
+
+
 class DataParallelStep:
     """:func:`serial_step` split over ``threads`` replicas; use as a context manager.
 
@@ -57,15 +102,7 @@ class DataParallelStep:
         from laminae.builder import build_resolved
         from laminae.registry import make_registry
 
-        stateful = [
-            model.network.layer_label(index)
-            for index, layer in enumerate(model.network.layers)
-            if hasattr(layer, "state_dict")
-        ]
-        if stateful:
-            raise TrainingError(
-                f"cannot train on {threads} threads: {stateful[0]} keeps state of its own; use threads = 1"
-            )
+        refuse_stateful_layers(model.network, threads)
         registry = registry or model.registry or make_registry()
         dtype = model.network.dtype
         twins = [build_resolved(model.spec, registry, model.name, dtype=dtype) for _ in range(threads - 1)]
@@ -87,9 +124,7 @@ class DataParallelStep:
         self._stack.close()
 
     def __call__(self, x: np.ndarray, y: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
-        bounds = np.linspace(0, len(x), min(len(self.networks), len(x)) + 1).round().astype(int)
-        slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-        weights = [float(part.stop - part.start) / len(x) for part in slices]
+        slices, weights = slice_bounds(len(x), len(self.networks))
         numpy_errors = np.geterr()
         futures = [
             self._pool.submit(self._slice_step, replica, x[part], y[part], labels[part], weight, numpy_errors)
@@ -97,12 +132,8 @@ class DataParallelStep:
         ]
         results = [self._slice_step(0, x[slices[0]], y[slices[0]], labels[slices[0]], weights[0], numpy_errors)]
         results += [future.result() for future in futures]
-        main = self.networks[0]
-        for name, grad in main.grads.items():
-            for replica in range(1, len(slices)):
-                grad += self.networks[replica].grads[name]
-        loss = sum(weight * part_loss for weight, (part_loss, _) in zip(weights, results))
-        return loss, sum(correct for _, correct in results)
+        other_grads = [self.networks[replica].grads for replica in range(1, len(slices))]
+        return combine_slices(self.networks[0].grads, other_grads, weights, results)
 
     def _slice_step(
         self,
@@ -123,7 +154,4 @@ class DataParallelStep:
             for name, param in network.params.items():
                 np.copyto(param, main.params[name])
         with np.errstate(**numpy_errors):
-            result = serial_step(network, self.losses[replica], x, y, labels)
-        for grad in network.grads.values():
-            grad *= grad.dtype.type(weight)
-        return result
+            return weighted_slice_step(network, self.losses[replica], x, y, labels, weight)

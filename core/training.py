@@ -25,6 +25,7 @@ import numpy as np
 from laminae import batches
 from laminae.data_checks import check_data
 from laminae.errors import CheckpointError, TrainingError, one_line
+from laminae.forked import ForkedStep, forking_works
 from laminae.interrupt import GracefulStop
 from laminae.metrics import EpochMetrics
 from laminae.parallel import DataParallelStep, serial_step
@@ -189,6 +190,8 @@ def _stepper(model: Model, threads: int, registry: Registry | None) -> contextli
     """What runs forward and backward on each batch: on one thread, or split across ``threads``."""
     if threads == 1:
         return contextlib.nullcontext(functools.partial(serial_step, model.network, model.loss))
+    if forking_works():
+        return ForkedStep(model, threads)
     return DataParallelStep(model, threads, registry)
 
 

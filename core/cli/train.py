@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, metavar="N", help="samples per mini-batch")
     parser.add_argument("--seed", type=int, metavar="N", help="seed of the initial weights and the batch order")
     parser.add_argument("--dataset", metavar="NAME", help="a registered data set (see `laminae plugins`)")
-    parser.add_argument("--threads", type=int, metavar="N", help="split each mini-batch across N threads (conv networks)")
+    parser.add_argument("--threads", type=int, metavar="N", help="train N slices of each mini-batch side by side (conv networks)")
     data_dir_option(parser)
     parser.add_argument("--out", metavar="RUN_DIR", help="the run directory (default: runs/NAME-<timestamp>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR")

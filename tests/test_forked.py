@@ -1,0 +1,171 @@
+"""Training slices in forked worker processes (Linux): the same numbers as
+threads, errors that name the worker, and no process left behind."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import attrs
+import numpy as np
+import pytest
+
+import laminae
+from laminae import forked, training
+from tests.test_parallel import conv_data, conv_spec
+from tests.training_helpers import params_equal
+
+pytestmark = pytest.mark.skipif(not forked.forking_works(), reason="workers are forked only on Linux")
+TRAINING_PROCESS = os.getpid()
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def no_children_left() -> bool:
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def test_workers_give_the_numbers_threads_give_bit_for_bit(registry, monkeypatch):
+    x, y = conv_data()
+    models = [laminae.build(conv_spec(threads=3), registry=registry) for _ in range(2)]
+    histories = [models[0].fit(x, y, progress=False).history]
+    monkeypatch.setattr(training, "forking_works", lambda: False)  # replicas on threads instead
+    histories.append(models[1].fit(x, y, progress=False).history)
+    assert params_equal(models[0].network, models[1].network)
+    assert [m.train_loss for m in histories[0]] == [m.train_loss for m in histories[1]]
+    assert no_children_left()
+
+
+def test_the_first_batch_starts_the_workers_and_the_end_of_training_stops_them(registry, monkeypatch):
+    started = []
+    real = forked.ForkedStep._start_workers
+
+    def spy(self, capacity):
+        real(self, capacity)
+        started.append(list(self.pids))
+
+    monkeypatch.setattr(forked.ForkedStep, "_start_workers", spy)
+    x, y = conv_data()
+    laminae.build(conv_spec(threads=2), registry=registry).fit(x, y, progress=False)
+    assert len(started) == 1 and len(started[0]) == 1  # one worker, started once for two epochs
+    assert no_children_left()
+
+
+@attrs.define(eq=False)
+class FailsInWorkers:
+    """Passes its input through, but raises (or dies) in any process but the training one."""
+
+    die: bool = False
+    params: dict = attrs.field(init=False, factory=dict)
+    grads: dict = attrs.field(init=False, factory=dict)
+
+    def build(self, input_shape, ctx):
+        return tuple(input_shape)
+
+    def forward(self, x, training):
+        if os.getpid() != TRAINING_PROCESS:
+            if self.die:
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError("broken in a worker")
+        return x
+
+    def backward(self, dout):
+        return dout
+
+
+class FailingPlugin:
+    @laminae.hookimpl
+    def register_layers(self, register):
+        register("fails_in_workers", FailsInWorkers)
+
+
+@pytest.mark.parametrize(
+    "die, message",
+    [
+        (False, r"^in worker process \d+ \(slice 2 of each batch\): RuntimeError: broken in a worker$"),
+        (True, r"^worker process \d+ \(slice 2 of each batch\) died: killed by SIGKILL$"),
+    ],
+)
+def test_a_failing_worker_stops_training_with_one_line(die, message):
+    registry = laminae.make_registry(plugins=[FailingPlugin()], autoload=True)
+    spec = conv_spec(threads=2)
+    spec["layers"].insert(1, {"type": "fails_in_workers", "die": die})
+    model = laminae.build(spec, registry=registry)
+    x, y = conv_data()
+    with pytest.raises(laminae.TrainingError, match=message):
+        model.fit(x, y, progress=False)
+    assert no_children_left()
+
+
+EXPLODING_RUN = """
+import laminae
+from tests.test_parallel import conv_data, conv_spec
+spec = conv_spec(threads=2)
+spec["optimizer"]["lr"] = 1e38
+x, y = conv_data()
+try:
+    laminae.build(spec).fit(x * 1e3, y, progress=False)
+except laminae.TrainingError as error:
+    print(error)
+"""
+
+
+def test_workers_print_no_numpy_warnings_either():
+    """In a process of its own: under pytest a worker's warnings would be
+    recorded by the warning capture it inherits, never printed."""
+    result = subprocess.run([sys.executable, "-c", EXPLODING_RUN], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.stdout.startswith("the loss became") and result.stderr == ""
+
+
+def test_a_larger_batch_later_restarts_the_workers_with_room_for_it(registry):
+    x, y = conv_data()
+    model = laminae.build(conv_spec(threads=2), registry=registry)
+    with forked.ForkedStep(model, 2) as step:
+        step(x[:4], y[:4], y[:4])
+        first = list(step.pids)
+        loss, correct = step(x[:40], y[:40], y[:40])
+        assert step.pids != first and np.isfinite(loss) and 0 <= correct <= 40
+    assert no_children_left()
+
+
+CTRL_C_RUN = """
+import os, signal, sys
+from laminae.cli import main
+from laminae.plugins.losses import SoftmaxCrossEntropy
+
+training_process, real_forward, calls = os.getpid(), SoftmaxCrossEntropy.forward, []
+
+def forward(self, output, target):
+    if os.getpid() == training_process:
+        calls.append(1)
+        if len(calls) == 25:  # epoch 2, batch 5: Ctrl-C, which a terminal sends to the whole process group
+            os.killpg(0, signal.SIGINT)
+    return real_forward(self, output, target)
+
+SoftmaxCrossEntropy.forward = forward
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_reaches_the_workers_too_and_training_still_stops_cleanly(tmp_path):
+    """The workers ignore it; the training process finishes the batch, saves and
+    says how to resume, and the resumed run ends where an uninterrupted one does."""
+    from tests.test_cli_train import MODELS
+
+    common = [MODELS, "quickstart", "--epochs", "2", "--batch-size", "256", "--threads", "2", "--quiet"]
+    run = [sys.executable, "-c", CTRL_C_RUN, "train", *common, "--out", str(tmp_path / "cut")]
+    cut = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=300, start_new_session=True,
+                         check=False)
+    assert cut.returncode == 130, cut.stderr
+    assert "interrupted (SIGINT) at epoch 2, batch 4;" in cut.stdout and cut.stderr == ""
+    whole = [sys.executable, "-m", "laminae", "train", *common, "--out", str(tmp_path / "whole")]
+    resumed = [sys.executable, "-m", "laminae", "train", "--resume", str(tmp_path / "cut"), "--quiet"]
+    for command in (whole, resumed):
+        assert subprocess.run(command, cwd=ROOT, capture_output=True, timeout=300, check=False).returncode == 0
+    assert params_equal(laminae.load(tmp_path / "cut").network, laminae.load(tmp_path / "whole").network)
