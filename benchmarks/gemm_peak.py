@@ -1,8 +1,11 @@
-"""The machine's float32 GEMM peak, and the GEMM FLOPs of one training step.
+"""The machine's float32 GEMM peak, the GEMMs of one training step, and
+the time those GEMMs take alone.
 
-Their ratio says how much of the hardware a conv network's step uses; the
-peak is measured in the same process as the step, so both see the same
-BLAS, thread count and (on a shared machine) the same neighbours.
+FLOPs over peak says how much of the hardware a conv network's step uses;
+the GEMMs' time alone says how much of a step is matrix products at all,
+and so what the rest of the step costs.  Everything is measured in the
+same process as the step, so it sees the same BLAS, thread count and (on a
+shared machine) the same neighbours.
 """
 from __future__ import annotations
 

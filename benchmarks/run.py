@@ -141,7 +141,9 @@ def rss_worker(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     lm.train(laminae.build(spec), x, y, spec["train"]["batch_size"], seed=0)
     peak = peak_rss_mb()
-    print(f"{peak:.0f} {loaded:.0f} {len(x)} {time.perf_counter() - start:.1f}")
+    # The largest worker process (a forked one counts every page it shares with this one, the data included).
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"{peak:.0f} {loaded:.0f} {len(x)} {time.perf_counter() - start:.1f} {workers:.0f}")
 
 
 def measure_rss(args: argparse.Namespace, network: str) -> str:
@@ -151,10 +153,12 @@ def measure_rss(args: argparse.Namespace, network: str) -> str:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         return f"peak RSS: measurement failed: {result.stderr.strip().splitlines()[-1:]}"
-    peak, loaded, samples, seconds = result.stdout.split()
-    verdict = "meets" if float(peak) < RSS_TARGET_MB else "MISSES"
+    peak, loaded, samples, seconds, workers = result.stdout.split()
+    total = float(peak) + float(workers)
+    verdict = "meets" if total < RSS_TARGET_MB else "MISSES"
     return (f"peak RSS, Laminae {network}, one epoch of {samples} samples in its own process: {peak} MB"
-            f" ({loaded} MB after loading the data; {seconds} s) - {verdict} the < {RSS_TARGET_MB} MB target")
+            f" ({loaded} MB after loading the data; {seconds} s), plus {workers} MB in its largest worker process"
+            f" (pages shared with the training process counted in both) - {verdict} the < {RSS_TARGET_MB} MB target")
 
 
 def ratio(a: float | None, b: float | None) -> str:
