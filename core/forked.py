@@ -98,7 +98,11 @@ class ForkedStep:
         longest = max(part.stop - part.start for part in slices)
         capacity = (longest, x.shape[1:], x.dtype, y.shape[1:], y.dtype, labels.dtype)
         if not self.pids or self._capacity[0] < longest or self._capacity[1:] != capacity[1:]:
-            self._start_workers(capacity)
+            try:
+                self._start_workers(capacity)
+            except OSError as exc:  # no memory, a process limit, a sandbox that forbids fork
+                self._stop_workers()
+                raise TrainingError(f"cannot start a worker process ({exc.strerror or exc}); use threads = 1") from exc
         shared = self._shared.arrays
         for name, param in self.model.network.params.items():
             np.copyto(shared[f"param/{name}"], param)
@@ -106,7 +110,10 @@ class ForkedStep:
             count = part.stop - part.start
             for key, data in (("x", x), ("y", y), ("labels", labels)):
                 shared[f"{worker}/{key}"][:count] = data[part]
-            os.write(self._pipes[worker - 1][1], count.to_bytes(4, "little") + len(x).to_bytes(4, "little"))
+            try:
+                os.write(self._pipes[worker - 1][1], count.to_bytes(4, "little") + len(x).to_bytes(4, "little"))
+            except BrokenPipeError:  # it died since the last batch
+                self._fail(worker, b"")
         first, model = slices[0], self.model
         results = [weighted_slice_step(model.network, model.loss, x[first], y[first], labels[first], weights[0])]
         for worker in range(1, len(slices)):
@@ -121,17 +128,18 @@ class ForkedStep:
 
     def _wait_for(self, worker: int) -> None:
         message = os.read(self._pipes[worker - 1][0], MESSAGE_BYTES)
-        if message == b"d":
-            return
+        if message != b"d":
+            self._fail(worker, message)
+
+    def _fail(self, worker: int, message: bytes) -> None:
+        """Stop every worker and raise what went wrong in this one: its error, or its death (no message)."""
         pid = self.pids[worker - 1]
-        if not message:
-            reason = _exit_reason(pid)
-            self._stop_workers()
-            raise TrainingError(f"worker process {pid} (slice {worker + 1} of each batch) died: {reason}")
+        where = f"worker process {pid} (slice {worker + 1} of each batch)"
+        reason = _exit_reason(pid) if not message else ""
         self._stop_workers()
-        raise TrainingError(
-            f"in worker process {pid} (slice {worker + 1} of each batch): {message[1:].decode(errors='replace')}"
-        )
+        if not message:
+            raise TrainingError(f"{where} died: {reason}")
+        raise TrainingError(f"in {where}: {message[1:].decode(errors='replace')}")
 
     def _start_workers(self, capacity: tuple) -> None:
         self._stop_workers()
@@ -148,9 +156,14 @@ class ForkedStep:
         for worker in range(1, self.workers):
             commands_read, commands_write = os.pipe()
             results_read, results_write = os.pipe()
-            with warnings.catch_warnings():  # Python 3.12+ warns about forking with threads (the BLAS's) alive
-                warnings.simplefilter("ignore", DeprecationWarning)
-                pid = os.fork()
+            try:
+                with warnings.catch_warnings():  # Python 3.12+ warns about forking with threads (the BLAS's) alive
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    pid = os.fork()
+            except OSError:
+                for end in (commands_read, commands_write, results_read, results_write):
+                    os.close(end)
+                raise
             if pid == 0:  # the worker: it never returns from here
                 status = 1
                 try:

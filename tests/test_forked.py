@@ -169,3 +169,27 @@ def test_ctrl_c_reaches_the_workers_too_and_training_still_stops_cleanly(tmp_pat
     for command in (whole, resumed):
         assert subprocess.run(command, cwd=ROOT, capture_output=True, timeout=300, check=False).returncode == 0
     assert params_equal(laminae.load(tmp_path / "cut").network, laminae.load(tmp_path / "whole").network)
+
+
+def test_a_worker_that_cannot_be_started_is_a_one_line_error(registry, monkeypatch):
+    def refuse():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refuse)
+    x, y = conv_data()
+    with pytest.raises(laminae.TrainingError,
+                       match=r"^cannot start a worker process \(Resource temporarily unavailable\); use threads = 1$"):
+        laminae.build(conv_spec(threads=2), registry=registry).fit(x, y, progress=False)
+    assert no_children_left()
+
+
+def test_a_worker_gone_between_batches_is_a_one_line_error(registry):
+    x, y = conv_data()
+    model = laminae.build(conv_spec(threads=2), registry=registry)
+    with forked.ForkedStep(model, 2) as step:
+        step(x[:16], y[:16], y[:16])
+        os.kill(step.pids[0], signal.SIGKILL)
+        os.waitpid(step.pids[0], 0)  # so that it is surely gone before the next batch is handed out
+        with pytest.raises(laminae.TrainingError, match=r"^worker process \d+ \(slice 2 of each batch\) died: "):
+            step(x[:16], y[:16], y[:16])
+    assert no_children_left()
