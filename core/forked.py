@@ -15,7 +15,9 @@ forward and backward on its slice (copied into shared memory by the
 caller), and writes its gradients, weighted by the slice's share of the
 batch, and its loss back into shared memory.  The caller combines them in
 slice order exactly as :class:`~laminae.parallel.DataParallelStep` does,
-so both give the same numbers bit for bit.  Workers ignore Ctrl-C (the
+so both give the same numbers bit for bit.  A worker keeps the numpy error
+settings the caller had when it forked (``fit`` silences overflow warnings
+for the whole run, and so for its workers).  Workers ignore Ctrl-C (the
 training process decides when to stop) and leave when their pipe closes,
 whatever ended the training process.  Only where ``fork`` is safe, on Linux.
 """
