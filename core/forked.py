@@ -17,21 +17,31 @@ batch, and its loss back into shared memory.  The caller combines them in
 slice order exactly as :class:`~laminae.parallel.DataParallelStep` does,
 so both give the same numbers bit for bit.  A worker keeps the numpy error
 settings the caller had when it forked (``fit`` silences overflow warnings
-for the whole run, and so for its workers).  Workers ignore Ctrl-C (the
-training process decides when to stop) and leave when their pipe closes,
-whatever ended the training process.  Only where ``fork`` is safe, on Linux.
+for the whole run, and so for its workers).  Only where ``fork`` is safe,
+on Linux.
+
+The pipes carry little: a command is a slice's length and weight
+(``COMMAND``), a length of 0 tells the worker to leave; a reply is ``b"d"``
+(done), or ``b"e"`` and the error's text, and end-of-file means the worker
+died.  Workers ignore Ctrl-C and SIGTERM, which a terminal or a job
+scheduler sends to the whole process group: the training process decides
+when to stop (at the end of a batch, saving a checkpoint) and then tells
+them to leave; they also leave when their command pipe closes, however the
+training process ended.
 """
 from __future__ import annotations
 
 import mmap
 import os
 import signal
+import struct
 import sys
 import time
 import warnings
 from math import prod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
+import attrs
 import numpy as np
 
 from laminae.errors import TrainingError
@@ -40,6 +50,9 @@ from laminae.parallel import combine_slices, refuse_stateful_layers, serial_step
 if TYPE_CHECKING:
     from laminae.model import Model
 
+COMMAND = struct.Struct("<Id")
+"""A slice's length and the weight of its gradients (its share of the batch)."""
+LEAVE = COMMAND.pack(0, 0.0)
 MESSAGE_BYTES = 4096
 """The most a worker writes to its pipe at once: writes up to this size are atomic."""
 
@@ -70,18 +83,49 @@ class SharedArrays:
             pass
 
 
+@attrs.define
+class Worker:
+    """One worker process and the two pipe ends the training process keeps."""
+
+    pid: int
+    slice_number: int
+    replies: int
+    commands: int
+
+    def describe(self) -> str:
+        return f"worker process {self.pid} (slice {self.slice_number} of each batch)"
+
+
+@attrs.frozen
+class Capacity:
+    """What the shared memory was laid out for: a later batch that needs more starts new workers."""
+
+    rows: int
+    x: tuple[tuple[int, ...], np.dtype]
+    y: tuple[tuple[int, ...], np.dtype]
+    labels: np.dtype
+
+    def holds(self, other: Capacity) -> bool:
+        return self.rows >= other.rows and (self.x, self.y, self.labels) == (other.x, other.y, other.labels)
+
+
+def _slot(worker: int, what: str) -> str:
+    """The name of a worker's array in the shared memory: ``x``, ``y``, ``labels``, ``result`` or ``grad/<param>``."""
+    return f"{worker}/{what}"
+
+
 class ForkedStep:
     """:func:`~laminae.parallel.serial_step` split over ``workers`` slices: the
     first on the calling process, each other in a worker process; use as a
-    context manager."""
+    context manager.  Any exception during a step stops the workers (the next
+    step starts new ones), so no reply is ever left unread."""
 
     def __init__(self, model: Model, workers: int) -> None:
         refuse_stateful_layers(model.network, workers)
         self.model, self.workers = model, workers
-        self.pids: list[int] = []
-        self._pipes: list[tuple[int, int]] = []  # (read results, write commands) per worker
+        self.started: list[Worker] = []
         self._shared: SharedArrays | None = None
-        self._capacity: tuple = ()
+        self._capacity: Capacity | None = None
 
     def __enter__(self) -> ForkedStep:
         from threadpoolctl import threadpool_limits
@@ -97,127 +141,138 @@ class ForkedStep:
 
     def __call__(self, x: np.ndarray, y: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
         slices, weights = slice_bounds(len(x), self.workers)
-        longest = max(part.stop - part.start for part in slices)
-        capacity = (longest, x.shape[1:], x.dtype, y.shape[1:], y.dtype, labels.dtype)
-        if not self.pids or self._capacity[0] < longest or self._capacity[1:] != capacity[1:]:
-            try:
-                self._start_workers(capacity)
-            except OSError as exc:  # no memory, a process limit, a sandbox that forbids fork
-                self._stop_workers()
-                raise TrainingError(f"cannot start a worker process ({exc.strerror or exc}); use threads = 1") from exc
-        shared = self._shared.arrays
-        for name, param in self.model.network.params.items():
+        needed = Capacity(max(part.stop - part.start for part in slices), (x.shape[1:], x.dtype),
+                          (y.shape[1:], y.dtype), labels.dtype)
+        if self._capacity is None or not self._capacity.holds(needed):
+            self._start_workers(needed)
+        try:
+            return self._step(x, y, labels, slices, weights)
+        except BaseException:
+            self._stop_workers()
+            raise
+
+    def _step(self, x, y, labels, slices: list[slice], weights: list[float]) -> tuple[float, int]:
+        shared, network = self._shared.arrays, self.model.network
+        for name, param in network.params.items():
             np.copyto(shared[f"param/{name}"], param)
-        for worker, part in enumerate(slices[1:], 1):
+        working = list(zip(self.started, slices[1:], weights[1:]))
+        for worker, part, weight in working:
             count = part.stop - part.start
             for key, data in (("x", x), ("y", y), ("labels", labels)):
-                shared[f"{worker}/{key}"][:count] = data[part]
+                shared[_slot(worker.slice_number, key)][:count] = data[part]
             try:
-                os.write(self._pipes[worker - 1][1], count.to_bytes(4, "little") + len(x).to_bytes(4, "little"))
+                os.write(worker.commands, COMMAND.pack(count, weight))
             except BrokenPipeError:  # it died since the last batch
                 self._fail(worker, b"")
-        first, model = slices[0], self.model
-        results = [weighted_slice_step(model.network, model.loss, x[first], y[first], labels[first], weights[0])]
-        for worker in range(1, len(slices)):
-            self._wait_for(worker)
-            loss, correct = shared[f"{worker}/result"]
+        first = slices[0]
+        results = [weighted_slice_step(network, self.model.loss, x[first], y[first], labels[first], weights[0])]
+        for worker, _, _ in working:
+            reply = os.read(worker.replies, MESSAGE_BYTES)
+            if reply != b"d":
+                self._fail(worker, reply)
+            loss, correct = shared[_slot(worker.slice_number, "result")]
             results.append((float(loss), int(correct)))
-        replica_grads = [
-            {name: shared[f"{worker}/grad/{name}"] for name in self.model.network.grads}
-            for worker in range(1, len(slices))
+        other_grads = [
+            {name: shared[_slot(worker.slice_number, f"grad/{name}")] for name in network.grads}
+            for worker, _, _ in working
         ]
-        return combine_slices(self.model.network.grads, replica_grads, weights, results)
+        return combine_slices(network.grads, other_grads, weights, results)
 
-    def _wait_for(self, worker: int) -> None:
-        message = os.read(self._pipes[worker - 1][0], MESSAGE_BYTES)
-        if message != b"d":
-            self._fail(worker, message)
+    def _fail(self, worker: Worker, reply: bytes) -> NoReturn:
+        """Raise what went wrong in ``worker``: its error, or its death (no reply)."""
+        if reply:
+            raise TrainingError(f"in {worker.describe()}: {reply[1:].decode(errors='replace')}")
+        raise TrainingError(f"{worker.describe()} died: {_exit_reason(worker.pid)}")
 
-    def _fail(self, worker: int, message: bytes) -> None:
-        """Stop every worker and raise what went wrong in this one: its error, or its death (no message)."""
-        pid = self.pids[worker - 1]
-        where = f"worker process {pid} (slice {worker + 1} of each batch)"
-        reason = _exit_reason(pid) if not message else ""
+    def _start_workers(self, capacity: Capacity) -> None:
         self._stop_workers()
-        if not message:
-            raise TrainingError(f"{where} died: {reason}")
-        raise TrainingError(f"in {where}: {message[1:].decode(errors='replace')}")
-
-    def _start_workers(self, capacity: tuple) -> None:
-        self._stop_workers()
-        longest, x_shape, x_dtype, y_shape, y_dtype, labels_dtype = capacity
         network = self.model.network
         layout = {f"param/{name}": (p.shape, p.dtype) for name, p in network.params.items()}
-        for worker in range(1, self.workers):
-            layout[f"{worker}/x"] = ((longest, *x_shape), x_dtype)
-            layout[f"{worker}/y"] = ((longest, *y_shape), y_dtype)
-            layout[f"{worker}/labels"] = ((longest,), labels_dtype)
-            layout[f"{worker}/result"] = ((2,), np.dtype(np.float64))
-            layout.update((f"{worker}/grad/{name}", (g.shape, g.dtype)) for name, g in network.grads.items())
-        self._shared, self._capacity = SharedArrays(layout), capacity
-        for worker in range(1, self.workers):
-            commands_read, commands_write = os.pipe()
-            results_read, results_write = os.pipe()
+        for number in range(2, self.workers + 1):
+            layout[_slot(number, "x")] = ((capacity.rows, *capacity.x[0]), capacity.x[1])
+            layout[_slot(number, "y")] = ((capacity.rows, *capacity.y[0]), capacity.y[1])
+            layout[_slot(number, "labels")] = ((capacity.rows,), capacity.labels)
+            layout[_slot(number, "result")] = ((2,), np.dtype(np.float64))
+            layout.update((_slot(number, f"grad/{name}"), (g.shape, g.dtype)) for name, g in network.grads.items())
+        try:
+            self._shared, self._capacity = SharedArrays(layout), capacity
+            for number in range(2, self.workers + 1):
+                self.started.append(self._fork(number))
+        except OSError as exc:  # no memory, a process limit, a sandbox that forbids fork
+            self._stop_workers()
+            raise TrainingError(f"cannot start a worker process ({exc.strerror or exc}); use threads = 1") from exc
+
+    def _fork(self, number: int) -> Worker:
+        """Start the worker for slice ``number`` (2, 3, ...); it never returns from here."""
+        ends: list[int] = []
+        try:
+            ends += os.pipe()  # commands: read by the worker, written here
+            ends += os.pipe()  # replies: written by the worker, read here
+            filters = list(warnings.filters)
+            with warnings.catch_warnings():  # Python 3.12+ warns about forking with threads (the BLAS's) alive
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        except OSError:
+            for end in ends:
+                os.close(end)
+            raise
+        commands_read, commands_write, replies_read, replies_write = ends
+        if pid == 0:
+            status = 1
             try:
-                with warnings.catch_warnings():  # Python 3.12+ warns about forking with threads (the BLAS's) alive
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    pid = os.fork()
-            except OSError:
-                for end in (commands_read, commands_write, results_read, results_write):
-                    os.close(end)
-                raise
-            if pid == 0:  # the worker: it never returns from here
-                status = 1
-                try:
-                    os.close(commands_write)
-                    os.close(results_read)
-                    for _, write_end in self._pipes:  # earlier workers' command pipes: theirs alone
-                        os.close(write_end)
-                    signal.signal(signal.SIGINT, signal.SIG_IGN)
-                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                    _serve(self.model, self._shared.arrays, worker, commands_read, results_write)
-                    status = 0
-                finally:
-                    os._exit(status)
-            os.close(commands_read)
-            os.close(results_write)
-            self.pids.append(pid)
-            self._pipes.append((results_read, commands_write))
+                warnings.filters[:] = filters
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                for end in (commands_write, replies_read, *(e for w in self.started for e in (w.commands, w.replies))):
+                    os.close(end)  # the other workers' pipes too: this worker has no business with them
+                _serve(self.model, self._shared.arrays, number, commands_read, replies_write)
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(commands_read)
+        os.close(replies_write)
+        return Worker(pid, number, replies_read, commands_write)
 
     def _stop_workers(self) -> None:
-        """Close every pipe (a worker reads the end of its commands and leaves) and reap the workers."""
-        for results_read, commands_write in self._pipes:
-            os.close(commands_write)
-            os.close(results_read)
-        for pid in self.pids:
-            _reap(pid)
-        self._pipes, self.pids = [], []
+        """Tell every worker to leave, close the pipes and reap the workers."""
+        started, self.started = self.started, []
+        for worker in started:
+            try:
+                os.write(worker.commands, LEAVE)
+            except OSError:  # gone already
+                pass
+        for worker in started:
+            os.close(worker.commands)
+            os.close(worker.replies)
+        for worker in started:
+            _reap(worker.pid)
         if self._shared is not None:
             self._shared.close()
-            self._shared = None
+        self._shared, self._capacity = None, None
 
 
-def _serve(model: Model, shared: dict[str, np.ndarray], worker: int, commands: int, results: int) -> None:
-    """A worker's loop: one slice per command, until the command pipe closes."""
+def _serve(model: Model, shared: dict[str, np.ndarray], number: int, commands: int, replies: int) -> None:
+    """A worker's loop: one slice per command, until told to leave or the command pipe closes."""
     network = model.network
     while True:
-        command = os.read(commands, 8)
-        if len(command) < 8:
+        command = os.read(commands, COMMAND.size)
+        if len(command) < COMMAND.size:
             return
-        count, batch = int.from_bytes(command[:4], "little"), int.from_bytes(command[4:], "little")
-        weight = float(count) / batch  # as slice_bounds computes it
+        count, weight = COMMAND.unpack(command)
+        if count == 0:
+            return
         for name, param in network.params.items():
             np.copyto(param, shared[f"param/{name}"])
         try:
-            x, y, labels = (shared[f"{worker}/{key}"][:count] for key in ("x", "y", "labels"))
+            x, y, labels = (shared[_slot(number, key)][:count] for key in ("x", "y", "labels"))
             loss, correct = serial_step(network, model.loss, x, y, labels)
             for name, grad in network.grads.items():  # weighted as weighted_slice_step does it
-                np.multiply(grad, grad.dtype.type(weight), out=shared[f"{worker}/grad/{name}"])
+                np.multiply(grad, grad.dtype.type(weight), out=shared[_slot(number, f"grad/{name}")])
         except Exception as exc:  # noqa: BLE001 - reported to the training process, which raises it
-            os.write(results, (b"e" + f"{type(exc).__name__}: {exc}".encode())[:MESSAGE_BYTES])
+            os.write(replies, (b"e" + f"{type(exc).__name__}: {exc}".encode())[:MESSAGE_BYTES])
             continue
-        shared[f"{worker}/result"][:] = (loss, correct)
-        os.write(results, b"d")
+        shared[_slot(number, "result")][:] = (loss, correct)
+        os.write(replies, b"d")
 
 
 def _reap(pid: int, patience: float = 10.0) -> None:

@@ -418,3 +418,11 @@ def test_default_he_init_draws_from_the_registry(registry):
 ])
 def test_conformance_kit(layer, shape, registry):
     check_layer(layer, shape, registry=registry)
+
+
+def test_col2im_of_an_empty_batch_adds_nothing():
+    from laminae.plugins.im2col import col2im, kernel_offsets
+
+    dx = np.zeros((0, 2, 5, 5))
+    col2im(np.zeros((3, 3, 0, 2, 3, 3)), dx, kernel_offsets((5, 5), (3, 3), 3, 1, 0))
+    assert dx.shape == (0, 2, 5, 5)

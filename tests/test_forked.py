@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import attrs
@@ -47,7 +48,7 @@ def test_the_first_batch_starts_the_workers_and_the_end_of_training_stops_them(r
 
     def spy(self, capacity):
         real(self, capacity)
-        started.append(list(self.pids))
+        started.append([worker.pid for worker in self.started])
 
     monkeypatch.setattr(forked.ForkedStep, "_start_workers", spy)
     x, y = conv_data()
@@ -56,11 +57,16 @@ def test_the_first_batch_starts_the_workers_and_the_end_of_training_stops_them(r
     assert no_children_left()
 
 
-@attrs.define(eq=False)
-class FailsInWorkers:
-    """Passes its input through, but raises (or dies) in any process but the training one."""
+FAILING = {"now": False}
 
-    die: bool = False
+
+@attrs.define(eq=False)
+class Troublemaker:
+    """Passes its input through, except that in a worker process it raises,
+    dies or dawdles (``worker``), and in the training process it raises
+    while ``FAILING["now"]``."""
+
+    worker: str = "raise"
     params: dict = attrs.field(init=False, factory=dict)
     grads: dict = attrs.field(init=False, factory=dict)
 
@@ -68,34 +74,43 @@ class FailsInWorkers:
         return tuple(input_shape)
 
     def forward(self, x, training):
-        if os.getpid() != TRAINING_PROCESS:
-            if self.die:
-                os.kill(os.getpid(), signal.SIGKILL)
+        if os.getpid() == TRAINING_PROCESS:
+            if FAILING["now"]:
+                raise RuntimeError("the training process's own slice failed")
+        elif self.worker == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif self.worker == "raise":
             raise RuntimeError("broken in a worker")
+        else:
+            time.sleep(0.1)
         return x
 
     def backward(self, dout):
         return dout
 
 
-class FailingPlugin:
+class TroublemakerPlugin:
     @laminae.hookimpl
     def register_layers(self, register):
-        register("fails_in_workers", FailsInWorkers)
+        register("troublemaker", Troublemaker)
+
+
+def spec_with_troublemaker(worker: str) -> dict:
+    spec = conv_spec(threads=2)
+    spec["layers"].insert(1, {"type": "troublemaker", "worker": worker})
+    return spec
 
 
 @pytest.mark.parametrize(
-    "die, message",
+    "worker, message",
     [
-        (False, r"^in worker process \d+ \(slice 2 of each batch\): RuntimeError: broken in a worker$"),
-        (True, r"^worker process \d+ \(slice 2 of each batch\) died: killed by SIGKILL$"),
+        ("raise", r"^in worker process \d+ \(slice 2 of each batch\): RuntimeError: broken in a worker$"),
+        ("die", r"^worker process \d+ \(slice 2 of each batch\) died: killed by SIGKILL$"),
     ],
 )
-def test_a_failing_worker_stops_training_with_one_line(die, message):
-    registry = laminae.make_registry(plugins=[FailingPlugin()], autoload=True)
-    spec = conv_spec(threads=2)
-    spec["layers"].insert(1, {"type": "fails_in_workers", "die": die})
-    model = laminae.build(spec, registry=registry)
+def test_a_failing_worker_stops_training_with_one_line(worker, message):
+    registry = laminae.make_registry(plugins=[TroublemakerPlugin()], autoload=True)
+    model = laminae.build(spec_with_troublemaker(worker), registry=registry)
     x, y = conv_data()
     with pytest.raises(laminae.TrainingError, match=message):
         model.fit(x, y, progress=False)
@@ -128,13 +143,13 @@ def test_a_larger_batch_later_restarts_the_workers_with_room_for_it(registry):
     model = laminae.build(conv_spec(threads=2), registry=registry)
     with forked.ForkedStep(model, 2) as step:
         step(x[:4], y[:4], y[:4])
-        first = list(step.pids)
+        first = [worker.pid for worker in step.started]
         loss, correct = step(x[:40], y[:40], y[:40])
-        assert step.pids != first and np.isfinite(loss) and 0 <= correct <= 40
+        assert [worker.pid for worker in step.started] != first and np.isfinite(loss) and 0 <= correct <= 40
     assert no_children_left()
 
 
-CTRL_C_RUN = """
+STOP_RUN = """
 import os, signal, sys
 from laminae.cli import main
 from laminae.plugins.losses import SoftmaxCrossEntropy
@@ -144,8 +159,8 @@ training_process, real_forward, calls = os.getpid(), SoftmaxCrossEntropy.forward
 def forward(self, output, target):
     if os.getpid() == training_process:
         calls.append(1)
-        if len(calls) == 25:  # epoch 2, batch 5: Ctrl-C, which a terminal sends to the whole process group
-            os.killpg(0, signal.SIGINT)
+        if len(calls) == 25:  # epoch 2, batch 5: as a terminal's Ctrl-C or a job scheduler, to the whole group
+            os.killpg(0, getattr(signal, os.environ["STOP_SIGNAL"]))
     return real_forward(self, output, target)
 
 SoftmaxCrossEntropy.forward = forward
@@ -153,17 +168,19 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_ctrl_c_reaches_the_workers_too_and_training_still_stops_cleanly(tmp_path):
-    """The workers ignore it; the training process finishes the batch, saves and
-    says how to resume, and the resumed run ends where an uninterrupted one does."""
+@pytest.mark.parametrize("signal_name, status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stop_signal_to_the_process_group_stops_training_cleanly(tmp_path, signal_name, status):
+    """The workers get it too and ignore it; the training process finishes the
+    batch, saves and says how to resume, and the resumed run ends where an
+    uninterrupted one does."""
     from tests.test_cli_train import MODELS
 
     common = [MODELS, "quickstart", "--epochs", "2", "--batch-size", "256", "--threads", "2", "--quiet"]
-    run = [sys.executable, "-c", CTRL_C_RUN, "train", *common, "--out", str(tmp_path / "cut")]
+    run = [sys.executable, "-c", STOP_RUN, "train", *common, "--out", str(tmp_path / "cut")]
     cut = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=300, start_new_session=True,
-                         check=False)
-    assert cut.returncode == 130, cut.stderr
-    assert "interrupted (SIGINT) at epoch 2, batch 4;" in cut.stdout and cut.stderr == ""
+                         check=False, env={**os.environ, "STOP_SIGNAL": signal_name})
+    assert cut.returncode == status, cut.stderr
+    assert f"interrupted ({signal_name}) at epoch 2, batch 4;" in cut.stdout and cut.stderr == ""
     whole = [sys.executable, "-m", "laminae", "train", *common, "--out", str(tmp_path / "whole")]
     resumed = [sys.executable, "-m", "laminae", "train", "--resume", str(tmp_path / "cut"), "--quiet"]
     for command in (whole, resumed):
@@ -188,8 +205,46 @@ def test_a_worker_gone_between_batches_is_a_one_line_error(registry):
     model = laminae.build(conv_spec(threads=2), registry=registry)
     with forked.ForkedStep(model, 2) as step:
         step(x[:16], y[:16], y[:16])
-        os.kill(step.pids[0], signal.SIGKILL)
-        os.waitpid(step.pids[0], 0)  # so that it is surely gone before the next batch is handed out
+        os.kill(step.started[0].pid, signal.SIGKILL)
+        os.waitpid(step.started[0].pid, 0)  # so that it is surely gone before the next batch is handed out
         with pytest.raises(laminae.TrainingError, match=r"^worker process \d+ \(slice 2 of each batch\) died: "):
             step(x[:16], y[:16], y[:16])
+    assert no_children_left()
+
+
+def test_a_step_that_failed_in_the_training_process_leaves_no_stale_reply():
+    """The next step starts new workers: without that it would read the abandoned
+    slice's reply and combine that slice's gradients."""
+    registry = laminae.make_registry(plugins=[TroublemakerPlugin()], autoload=True)
+    spec = spec_with_troublemaker("sleep")
+    x, y = conv_data()
+    reference, model = laminae.build(spec, registry=registry), laminae.build(spec, registry=registry)
+    with forked.ForkedStep(reference, 2) as step:
+        expected = step(x[:16], y[:16], y[:16])
+    with forked.ForkedStep(model, 2) as step:
+        FAILING["now"] = True
+        try:
+            with pytest.raises(RuntimeError, match="own slice failed"):
+                step(x[32:48], y[32:48], y[32:48])
+        finally:
+            FAILING["now"] = False
+        assert step.started == [] and no_children_left()
+        assert step(x[:16], y[:16], y[:16]) == expected
+    for name, grad in reference.network.grads.items():
+        np.testing.assert_array_equal(model.network.grads[name], grad)
+
+
+def test_a_second_step_forked_meanwhile_does_not_keep_the_first_ones_workers_alive(registry):
+    """Its worker inherits the first step's pipe ends; the first step's workers are told to leave."""
+    x, y = conv_data()
+    first, second = (laminae.build(conv_spec(threads=2), registry=registry) for _ in range(2))
+    later = forked.ForkedStep(second, 2).__enter__()
+    try:
+        with forked.ForkedStep(first, 2) as step:
+            step(x[:16], y[:16], y[:16])
+            later(x[:16], y[:16], y[:16])
+            leaving = time.monotonic()
+        assert time.monotonic() - leaving < 2  # not the 10 s after which a worker is killed
+    finally:
+        later.__exit__(None, None, None)
     assert no_children_left()
