@@ -37,6 +37,7 @@ import signal
 import struct
 import sys
 import time
+import traceback
 import warnings
 from math import prod
 from typing import TYPE_CHECKING, NoReturn
@@ -269,7 +270,9 @@ def _serve(model: Model, shared: dict[str, np.ndarray], number: int, commands: i
             for name, grad in network.grads.items():  # weighted as weighted_slice_step does it
                 np.multiply(grad, grad.dtype.type(weight), out=shared[_slot(number, f"grad/{name}")])
         except Exception as exc:  # noqa: BLE001 - reported to the training process, which raises it
-            os.write(replies, (b"e" + f"{type(exc).__name__}: {exc}".encode())[:MESSAGE_BYTES])
+            where = traceback.extract_tb(exc.__traceback__)[-1]  # the traceback stays here: say where at least
+            text = f"{type(exc).__name__}: {exc} (raised at {where.filename}:{where.lineno})"
+            os.write(replies, (b"e" + text.encode())[:MESSAGE_BYTES])
             continue
         shared[_slot(number, "result")][:] = (loss, correct)
         os.write(replies, b"d")

@@ -104,7 +104,8 @@ def spec_with_troublemaker(worker: str) -> dict:
 @pytest.mark.parametrize(
     "worker, message",
     [
-        ("raise", r"^in worker process \d+ \(slice 2 of each batch\): RuntimeError: broken in a worker$"),
+        ("raise", r"^in worker process \d+ \(slice 2 of each batch\): RuntimeError: broken in a worker"
+                  r" \(raised at .*test_forked\.py:\d+\)$"),
         ("die", r"^worker process \d+ \(slice 2 of each batch\) died: killed by SIGKILL$"),
     ],
 )
