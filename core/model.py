@@ -18,10 +18,6 @@ if TYPE_CHECKING:
     from laminae.registry import Registry
     from laminae.training import TrainingResult, TrainingState
 
-EVAL_BATCH = 1000
-"""Samples per forward pass when evaluating: bounds memory, not results."""
-
-
 @attrs.define
 class TrainConfig:
     """The ``[models.NAME.train]`` table; command-line flags override it key for key."""
@@ -101,8 +97,9 @@ class Model:
         check_data(self, x, y, "evaluation data")
         total_loss, correct = 0.0, 0
         labels = y if y.ndim == 1 else y.argmax(axis=1)
-        for start in range(0, len(x), EVAL_BATCH):
-            stop = start + EVAL_BATCH
+        chunk = self.network.inference_batch()
+        for start in range(0, len(x), chunk):
+            stop = start + chunk
             output = self.network.forward(x[start:stop], False)
             total_loss += self.loss.forward(output, y[start:stop]) * len(output)
             correct += int(np.count_nonzero(output.argmax(axis=1) == labels[start:stop]))
@@ -110,12 +107,12 @@ class Model:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The predicted class of every sample (int64)."""
-        return self.network.predict(x, EVAL_BATCH).argmax(axis=1).astype(np.int64)
+        return self.network.predict(x).argmax(axis=1).astype(np.int64)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities: the loss's own ``probabilities(output)`` if it has
         one, else the softmax of the outputs (read as scores, as cross-entropy does)."""
-        outputs = self.network.predict(x, EVAL_BATCH)
+        outputs = self.network.predict(x)
         convert = getattr(self.loss, "probabilities", None)
         if convert is not None:
             return convert(outputs)

@@ -74,6 +74,25 @@ def test_predict_batches_in_inference_mode(registry):
     np.testing.assert_allclose(net.predict(x, batch_size=7), net.forward(x), rtol=1e-6)
 
 
+def test_inference_chunks_fit_their_activations_in_a_few_megabytes(registry):
+    conv = laminae.Network(layers(registry, {"type": "conv", "filters": 30, "size": 5}, {"type": "relu"}),
+                           (1, 28, 28), registry=registry)
+    per_sample = 4 * (784 + 2 * 30 * 24 * 24)  # input, conv output, ReLU output
+    assert conv.inference_batch() == 8 * 2**20 // per_sample == 59
+    dense = laminae.Network(layers(registry, {"type": "affine", "units": 10}), (784,), registry=registry)
+    assert dense.inference_batch() == 1000  # the most a chunk holds
+    huge = laminae.Network(layers(registry, {"type": "relu"}), (3, 512, 512), registry=registry)
+    assert huge.inference_batch() == 32  # the least
+
+
+def test_predicting_in_default_chunks_matches_one_pass(registry):
+    net = laminae.Network(layers(registry, {"type": "conv", "filters": 30, "size": 5}, {"type": "relu"}),
+                          (1, 28, 28), registry=registry)
+    x = np.random.default_rng(0).standard_normal((130, 1, 28, 28)).astype(np.float32)
+    assert net.inference_batch() < 130  # so that the default really chunks
+    np.testing.assert_allclose(net.predict(x), net.forward(x), rtol=1e-6)
+
+
 def test_layer_from_outside_module_through_the_same_hook():
     from tests.fixtures import outside_plugin
 
