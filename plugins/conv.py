@@ -149,7 +149,7 @@ class Conv:
         return dx
 
 
-FORWARD_CHUNKING = 512
+FORWARD_CHUNKING = 4096
 """Split the forward GEMM when ``F * (C*k*k + 1)`` is at most this (see :func:`_chunks`)."""
 DWEIGHTS_CHUNKING = 1024
 """Split the ``dW`` GEMM when ``F * (C*k*k + 1)`` is at most this."""
@@ -168,8 +168,11 @@ def _chunks(small: int, length: int, limit: int, work: int) -> int:
     long axis is cut into equal pieces of about ``work`` multiply-adds,
     run by one stacked np.matmul call.  Measured: lenet's first conv (6
     filters of 26 weights) forward 0.53 -> 0.23 ms and ``dW`` 1.3 -> 0.23
-    ms; simple_cnn's ``dW`` (30 x 26) 2.4 -> 1.75 ms but its forward slower
-    (hence the two limits); lenet's second conv (16 x 151) unchanged.
+    ms; simple_cnn's ``dW`` (30 x 26) 2.4 -> 1.75 ms.  Forward, simple_cnn's
+    conv took 1.63 -> 1.07 ms for a batch of 100 on two BLAS threads and
+    0.77 -> 0.47 ms for a slice of 50 on one, lenet's second (16 x 151)
+    0.62 -> 0.54 ms; its ``dW`` split ran slower (0.60 -> 0.74 ms for a
+    slice of 32), hence the two limits.
     """
     if small > limit:
         return 1
