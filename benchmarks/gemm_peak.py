@@ -14,6 +14,8 @@ from math import prod
 
 import numpy as np
 
+from laminae.plugins.conv import CHUNK_WORK, _chunks
+
 GEMM_LAYERS = ("conv", "affine")
 
 
@@ -74,18 +76,14 @@ def gemm_seconds(shapes: list[tuple[int, int, int]], matmul=None, repeats: int =
     return total
 
 
-STACKED_PIECE = 500_000
-"""Multiply-adds per piece of a stacked GEMM, as in ``laminae.plugins.conv``."""
-
-
 def _numpy_forms(a: np.ndarray, b: np.ndarray) -> list:
     """Ways numpy can compute ``a @ b``: plain, and stacked pieces along ``n``
-    or along ``k`` (summed) when the product is long enough to cut."""
+    or along ``k`` (summed) when the product is long enough to cut, as many
+    as the conv layer's own :func:`~laminae.plugins.conv._chunks` would cut."""
     (m, k), n = a.shape, b.shape[1]
     out = np.empty((m, n), np.float32)
     forms = [lambda: np.matmul(a, b, out=out)]
-    wanted = -(-m * k * n // STACKED_PIECE)
-    along_n, along_k = _divisor_near(wanted, n), _divisor_near(wanted, k)
+    along_n, along_k = _chunks(m * k, n, m * k, CHUNK_WORK), _chunks(m * n, k, m * n, CHUNK_WORK)
     if along_n > 1:
         by_n = np.empty((along_n, m, n // along_n), np.float32)
         b_pieces_n = b.reshape(k, along_n, -1).transpose(1, 0, 2)
@@ -95,11 +93,6 @@ def _numpy_forms(a: np.ndarray, b: np.ndarray) -> list:
         a_pieces, b_pieces = a.reshape(m, along_k, -1).transpose(1, 0, 2), b.reshape(along_k, -1, n)
         forms.append(lambda: np.sum(np.matmul(a_pieces, b_pieces, out=partial), axis=0, out=out))
     return forms
-
-
-def _divisor_near(wanted: int, length: int) -> int:
-    """The smallest divisor of ``length`` from ``wanted`` up to 4x it, else 1."""
-    return next((p for p in range(max(wanted, 1), min(4 * wanted, length) + 1) if length % p == 0), 1)
 
 
 def _best_seconds(run, repeats: int) -> float:
