@@ -46,7 +46,14 @@ import attrs
 import numpy as np
 
 from laminae.errors import TrainingError
-from laminae.parallel import combine_slices, refuse_stateful_layers, serial_step, slice_bounds, weighted_slice_step
+from laminae.parallel import (
+    combine_slices,
+    refuse_stateful_layers,
+    serial_step,
+    slice_bounds,
+    weigh_gradients,
+    weighted_slice_step,
+)
 
 if TYPE_CHECKING:
     from laminae.model import Model
@@ -255,6 +262,7 @@ class ForkedStep:
 def _serve(model: Model, shared: dict[str, np.ndarray], number: int, commands: int, replies: int) -> None:
     """A worker's loop: one slice per command, until told to leave or the command pipe closes."""
     network = model.network
+    grads_out = {name: shared[_slot(number, f"grad/{name}")] for name in network.grads}
     while True:
         command = os.read(commands, COMMAND.size)
         if len(command) < COMMAND.size:
@@ -267,8 +275,7 @@ def _serve(model: Model, shared: dict[str, np.ndarray], number: int, commands: i
         try:
             x, y, labels = (shared[_slot(number, key)][:count] for key in ("x", "y", "labels"))
             loss, correct = serial_step(network, model.loss, x, y, labels)
-            for name, grad in network.grads.items():  # weighted as weighted_slice_step does it
-                np.multiply(grad, grad.dtype.type(weight), out=shared[_slot(number, f"grad/{name}")])
+            weigh_gradients(network.grads, weight, out=grads_out)
         except Exception as exc:  # noqa: BLE001 - reported to the training process, which raises it
             where = traceback.extract_tb(exc.__traceback__)[-1]  # the traceback stays here: say where at least
             text = f"{type(exc).__name__}: {exc} (raised at {where.filename}:{where.lineno})"

@@ -93,11 +93,13 @@ class Network:
         ``"<index>.<key>"``: saved in checkpoints so that a resumed run draws
         the same numbers as one never stopped."""
         state: dict[str, np.ndarray] = {}
-        for index, layer in enumerate(self.layers):
-            save = getattr(layer, "state_dict", None)
-            if save is not None:
-                state.update((f"{index}.{key}", np.asarray(value)) for key, value in save().items())
+        for index in self.stateful_layers():
+            state.update((f"{index}.{key}", np.asarray(value)) for key, value in self.layers[index].state_dict().items())
         return state
+
+    def stateful_layers(self) -> list[int]:
+        """Indexes of the layers that keep state besides parameters (``state_dict``)."""
+        return [index for index, layer in enumerate(self.layers) if hasattr(layer, "state_dict")]
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Hand each layer its part of ``state``; ValueError naming the layer if it cannot be used."""

@@ -58,9 +58,17 @@ def weighted_slice_step(
 ) -> tuple[float, int]:
     """:func:`serial_step` on one slice, its gradients weighted by the slice's share of the batch."""
     result = serial_step(network, loss_fn, x, y, labels)
-    for grad in network.grads.values():
-        grad *= grad.dtype.type(weight)
+    weigh_gradients(network.grads, weight)
     return result
+
+
+def weigh_gradients(
+    grads: dict[str, np.ndarray], weight: float, out: dict[str, np.ndarray] | None = None
+) -> None:
+    """Every gradient times its slice's weight, in place or into ``out``: the one
+    multiplication every kind of step shares, so that they agree bit for bit."""
+    for name, grad in grads.items():
+        np.multiply(grad, grad.dtype.type(weight), out=grad if out is None else out[name])
 
 
 def combine_slices(
@@ -83,9 +91,11 @@ def refuse_stateful_layers(network: Network, parts: int) -> None:
     """A layer with state of its own (``state_dict``, such as a dropout's
     generator) cannot be split: its replicas would draw from streams no
     checkpoint records."""
-    stateful = [network.layer_label(index) for index, layer in enumerate(network.layers) if hasattr(layer, "state_dict")]
+    stateful = network.stateful_layers()
     if stateful:
-        raise TrainingError(f"cannot train on {parts} threads: {stateful[0]} keeps state of its own; use threads = 1")
+        raise TrainingError(
+            f"cannot train on {parts} threads: {network.layer_label(stateful[0])} keeps state of its own; use threads = 1"
+        )
 
 
 class DataParallelStep:
