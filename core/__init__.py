@@ -1,5 +1,4 @@
 """Laminae: a numpy neural-network framework whose every part is a plugin."""
-from laminae.context import BuildContext
 from laminae.errors import (
     CheckpointError,
     DataError,
@@ -11,7 +10,7 @@ from laminae.errors import (
 )
 from laminae.hookspecs import hookimpl
 from laminae.network import Network
-from laminae.protocols import Dataset, Initializer, Layer, Loss, Optimizer, Shape
+from laminae.protocols import BuildContext, Dataset, Initializer, Layer, Loss, Optimizer, Shape
 from laminae.registry import Registry, make_registry
 
 __version__ = "0.1.0"

@@ -19,7 +19,7 @@ from laminae.model import Model, TrainConfig
 from laminae.network import Network
 from laminae.registry import Registry, make_registry
 from laminae.spec import TOP_KEYS, read_toml, resolve_document, resolve_model, with_train_overrides
-from laminae.suggest import did_you_mean
+from laminae.errors import did_you_mean
 
 
 def build(

@@ -20,7 +20,7 @@ import attrs
 import numpy as np
 
 from laminae.errors import CheckpointError, LaminaeError
-from laminae.npz import load_npz
+from laminae.safe_npz import load_npz
 
 if TYPE_CHECKING:
     from laminae.model import Model

@@ -7,7 +7,8 @@ so the innermost code only has to describe the problem itself.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import difflib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 
@@ -80,3 +81,10 @@ class CheckpointError(LaminaeError):
 
 class TrainingError(LaminaeError):
     """Training that cannot go on (a loss that became NaN, say)."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'filters'?"`` or an empty string when nothing is close:
+    the suggestion every error that lists choices ends with."""
+    matches = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{matches[0]}'?" if matches else ""

@@ -12,8 +12,7 @@ from typing import Any
 
 import attrs
 
-from laminae.errors import LaminaeError, SpecError, one_line
-from laminae.suggest import did_you_mean
+from laminae.errors import LaminaeError, SpecError, did_you_mean, one_line
 
 
 def hyperparameters(cls: type) -> tuple[attrs.Attribute, ...]:

@@ -3,17 +3,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from math import prod
-from typing import TYPE_CHECKING
 
 import attrs
 import numpy as np
 
-from laminae.context import BuildContext
+from laminae.protocols import BuildContext
 from laminae.errors import location, one_line
 from laminae.protocols import Layer, Shape
-
-if TYPE_CHECKING:
-    from laminae.registry import Registry
+from laminae.registry import Registry, make_registry
 
 
 INFERENCE_BYTES = 8 * 2**20
@@ -48,6 +45,7 @@ class Network:
         self.layers = list(layers)
         self.input_shape: Shape = tuple(int(n) for n in input_shape)
         self.dtype = np.dtype(dtype)
+        registry = registry if registry is not None else make_registry()
         self.names = list(names) if names is not None else [_type_name(layer, registry) for layer in self.layers]
         ctx = BuildContext(rng=np.random.default_rng(seed), dtype=self.dtype, registry=registry)
         self.shapes: list[Shape] = []

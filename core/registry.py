@@ -1,7 +1,7 @@
 """Finds the plugins, asks each what it provides, and records who provides what.
 
 Plugins come from four places, loaded in this order: the built-in modules
-listed in ``laminae.plugins.BUILTIN_MODULES``, installed packages that declare
+listed in :data:`BUILTIN_PLUGINS`, installed packages that declare
 an entry point in the ``laminae`` group, ``*.py`` files in a ``--plugins-dir``,
 and objects handed in from Python.  Each plugin is loaded and asked for its
 registrations inside its own ``try``: a broken plugin is recorded as failed,
@@ -24,25 +24,57 @@ import attrs
 import pluggy
 
 from laminae import hookspecs
-from laminae.errors import LaminaeError, PluginError, one_line
-from laminae.suggest import did_you_mean
+from laminae.errors import LaminaeError, PluginError, did_you_mean, one_line
+from laminae.fields import instantiate
+from laminae.protocols import Dataset, Initializer, Layer, Loss, Optimizer
 
-KINDS: dict[str, str] = {
-    "layers": "layer",
-    "losses": "loss",
-    "optimizers": "optimizer",
-    "initializers": "initializer",
-    "datasets": "data set",
-}
-"""Each kind of registration, with the word used for one of them in messages."""
+@attrs.frozen
+class Kind:
+    """One kind of plugin.  A new kind is one hookspec (``register_<kind>`` in
+    :mod:`laminae.hookspecs`), one protocol (in :mod:`laminae.protocols`) and
+    one entry in :data:`KINDS`; everything else reads it from here."""
 
-REQUIRED_METHODS: dict[str, tuple[str, ...]] = {
-    "layers": ("build", "forward", "backward"),
-    "losses": ("forward", "backward"),
-    "optimizers": ("step", "state_dict", "load_state_dict"),
-    "initializers": ("__call__",),
-    "datasets": ("load",),
+    word: str
+    """One of them, in messages: ``"data set"``."""
+    protocol: type
+    """The contract: a registered class must have every method it declares."""
+    spec_key: str | None
+    """Where a model spec names one (a dotted path: ``"train.dataset"``); None
+    for initializers, which layers name in fields marked ``metadata={"laminae":
+    "initializer"}``."""
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The methods :attr:`protocol` declares (``__call__`` included), in order."""
+        return tuple(
+            name
+            for name, value in vars(self.protocol).items()
+            if callable(value) and (not name.startswith("_") or name == "__call__")
+        )
+
+
+KINDS: dict[str, Kind] = {
+    "layers": Kind("layer", Layer, "layers"),
+    "losses": Kind("loss", Loss, "loss"),
+    "optimizers": Kind("optimizer", Optimizer, "optimizer"),
+    "initializers": Kind("initializer", Initializer, None),
+    "datasets": Kind("data set", Dataset, "train.dataset"),
 }
+"""Every kind of plugin, under the name its hook ends with (``register_layers``)."""
+
+BUILTIN_PLUGINS = (
+    "laminae.plugins.affine",
+    "laminae.plugins.activations",
+    "laminae.plugins.flatten",
+    "laminae.plugins.conv",
+    "laminae.plugins.pool",
+    "laminae.plugins.losses",
+    "laminae.plugins.sgd",
+    "laminae.plugins.initializers",
+    "laminae.plugins.mnist",
+)
+"""The built-in plugin modules, imported by name like any other plugin: the
+registry knows their names, not their code, so they could live anywhere."""
 
 ENTRY_POINT_GROUP = "laminae"
 
@@ -86,7 +118,7 @@ class Registry:
         if failed:
             hint = "; plugins that failed to load: " + ", ".join(f"{p.name} ({p.reason})" for p in failed)
         raise PluginError(
-            f"unknown {KINDS[kind]} type {name!r}{did_you_mean(name, self.classes[kind])}"
+            f"unknown {KINDS[kind].word} type {name!r}{did_you_mean(name, self.classes[kind])}"
             f" (installed: {installed}){hint}"
         )
 
@@ -100,8 +132,6 @@ class Registry:
             spec = {"type": spec}
         options = dict(spec)
         cls = self.get(kind, options.pop("type", None))
-        from laminae.fields import instantiate
-
         return instantiate(cls, options)
 
     def owner(self, kind: str, name: str) -> str:
@@ -128,10 +158,8 @@ def make_registry(
     if strict is None:
         strict = os.environ.get("LAMINAE_STRICT_PLUGINS", "") not in ("", "0")
     loader = _Loader(set(block), strict)
-    from laminae.plugins import BUILTIN_MODULES
-
     laminae_version = version("laminae")
-    for module in BUILTIN_MODULES:
+    for module in BUILTIN_PLUGINS:
         loader.add(module, laminae_version, "built-in", lambda m=module: importlib.import_module(m))
     if autoload:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -193,7 +221,7 @@ class _Loader:
         for kind, reg_name, cls in registrations:
             self.registry.classes[kind][reg_name] = cls
             self.registry.owners[(kind, reg_name)] = name
-            info.registers.append(f"{KINDS[kind]}:{reg_name}")
+            info.registers.append(f"{KINDS[kind].word}:{reg_name}")
 
     def _load(self, name: str, load: Callable[[], Any]) -> Any:
         try:
@@ -235,22 +263,22 @@ class _Loader:
         for kind, reg_name, _cls in registrations:
             owner = self.registry.owners.get((kind, reg_name))
             if owner is not None:
-                raise PluginError(f"{KINDS[kind]} {reg_name!r} is already registered by plugin {owner!r}")
+                raise PluginError(f"{KINDS[kind].word} {reg_name!r} is already registered by plugin {owner!r}")
 
 
 def _validate(kind: str, name: Any, cls: Any) -> None:
     """Refuse a registration that could never be built, at load time rather than mid-build."""
     if not isinstance(name, str) or not name:
-        raise PluginError(f"registered a {KINDS[kind]} under {name!r}, which is not a non-empty string")
+        raise PluginError(f"registered a {KINDS[kind].word} under {name!r}, which is not a non-empty string")
     if not isinstance(cls, type):
-        raise PluginError(f"registered {KINDS[kind]} {name!r} as {cls!r}, which is not a class")
+        raise PluginError(f"registered {KINDS[kind].word} {name!r} as {cls!r}, which is not a class")
     if not attrs.has(cls):
         raise PluginError(
-            f"registered {KINDS[kind]} {name!r} as {cls.__name__}, which is not an attrs class"
+            f"registered {KINDS[kind].word} {name!r} as {cls.__name__}, which is not an attrs class"
             " (declare its hyperparameters with @attrs.define)"
         )
-    missing = [m for m in REQUIRED_METHODS[kind] if not callable(getattr(cls, m, None))]
+    missing = [m for m in KINDS[kind].methods if not callable(getattr(cls, m, None))]
     if missing:
         raise PluginError(
-            f"registered {KINDS[kind]} {name!r} as {cls.__name__}, which has no {', '.join(missing)} method"
+            f"registered {KINDS[kind].word} {name!r} as {cls.__name__}, which has no {', '.join(missing)} method"
         )

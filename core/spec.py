@@ -22,7 +22,7 @@ from laminae.errors import SpecError, location
 from laminae.fields import hyperparameters, instantiate, key_of
 from laminae.model import TrainConfig
 from laminae.registry import Registry
-from laminae.suggest import did_you_mean
+from laminae.errors import did_you_mean
 
 SCHEMA_VERSION = 1
 """The only ``schema`` this version reads; a file without ``schema`` is read as 1."""

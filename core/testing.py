@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from laminae.context import BuildContext
+from laminae.protocols import BuildContext
 from laminae.protocols import Initializer, Layer, Loss, Optimizer
 
 

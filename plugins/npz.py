@@ -1,5 +1,5 @@
 """Data sets stored as ``.npz`` archives (Keras' ``mnist.npz`` layout), read
-through :func:`laminae.npz.load_npz`, which never unpickles."""
+through :func:`laminae.safe_npz.load_npz`, which never unpickles."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -9,7 +9,7 @@ import numpy as np
 
 from laminae.data import Split, make_split
 from laminae.errors import DataError
-from laminae.npz import load_npz
+from laminae.safe_npz import load_npz
 
 
 def read_npz(source: str | BinaryIO, keys: Sequence[str], name: str) -> dict[str, np.ndarray]:

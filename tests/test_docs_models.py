@@ -6,7 +6,7 @@ import pytest
 
 from laminae.builder import build_document
 from laminae.fields import hyperparameters, key_of
-from laminae.plugins import BUILTIN_MODULES
+from laminae.registry import BUILTIN_PLUGINS
 from tests.doc_blocks import blocks
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "models.md"
@@ -29,7 +29,7 @@ def test_every_toml_block_parses_and_every_model_file_builds(block, registry):
 @pytest.mark.parametrize("kind", ["layers", "losses", "optimizers", "initializers", "datasets"])
 def test_every_builtin_type_is_documented(registry, kind):
     page = PAGE.read_text()
-    builtin = [name for name in registry.names(kind) if registry.owner(kind, name) in BUILTIN_MODULES]
+    builtin = [name for name in registry.names(kind) if registry.owner(kind, name) in BUILTIN_PLUGINS]
     assert builtin
     missing = [name for name in builtin if f"`{name}`" not in page]
     assert not missing, f"docs/models.md does not describe the built-in {kind}: {missing}"
@@ -38,6 +38,6 @@ def test_every_builtin_type_is_documented(registry, kind):
 @pytest.mark.parametrize("kind", ["layers", "losses", "optimizers", "initializers"])
 def test_every_key_of_a_builtin_type_is_documented(registry, kind):
     page = PAGE.read_text()
-    keys = {key_of(f) for name in registry.names(kind) if registry.owner(kind, name) in BUILTIN_MODULES
+    keys = {key_of(f) for name in registry.names(kind) if registry.owner(kind, name) in BUILTIN_PLUGINS
             for f in hyperparameters(registry.get(kind, name))}
     assert not [key for key in keys if f"`{key}`" not in page]

@@ -90,7 +90,7 @@ def test_predicting_in_default_chunks_matches_one_pass(registry):
                           (1, 28, 28), registry=registry)
     x = np.random.default_rng(0).standard_normal((130, 1, 28, 28)).astype(np.float32)
     assert net.inference_batch() < 130  # so that the default really chunks
-    np.testing.assert_allclose(net.predict(x), net.forward(x), rtol=1e-6)
+    np.testing.assert_allclose(net.predict(x), net.forward(x), rtol=1e-5, atol=1e-5)  # BLAS blocking differs by batch
 
 
 def test_layer_from_outside_module_through_the_same_hook():

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _pair():
     conv = Conv(filters=FILTERS, size=SIZE)
-    conv.build(SAMPLE, laminae.BuildContext(rng=np.random.default_rng(0), dtype=np.float32))
+    conv.build(SAMPLE, laminae.BuildContext(rng=np.random.default_rng(0), dtype=np.float32, registry=laminae.make_registry()))
     conv.params["b"][...] = np.random.default_rng(1).standard_normal(FILTERS)
     reference = Convolution(conv.params["W"].astype(np.float64), conv.params["b"].astype(np.float64))
     rng = np.random.default_rng(2)

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     registry = registry_from(args)
     if args.type is not None:
         cls = registry.get(args.kind, args.type)
-        print(f"{args.type} ({KINDS[args.kind]}, from {registry.owner(args.kind, args.type)}): {summary_line(cls)}")
+        print(f"{args.type} ({KINDS[args.kind].word}, from {registry.owner(args.kind, args.type)}): {summary_line(cls)}")
         fields = hyperparameters(cls)
         width = max((len(key_of(f)) for f in fields), default=0)
         default_width = max((len(default_text(f)) for f in fields), default=0)

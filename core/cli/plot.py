@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from laminae.extras import require
+    from laminae.optional import require
 
     figure_module = require("matplotlib.figure", "plot", "plotting")
     run_dir = Path(args.run_dir)

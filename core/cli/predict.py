@@ -67,7 +67,7 @@ def _read_npy(path: Path) -> np.ndarray:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from laminae.extras import require
+    from laminae.optional import require
 
     image_module = require("PIL.Image", "images", "reading images")
     try:
