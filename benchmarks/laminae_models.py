@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from laminae.registry import make_registry
-from laminae.spec import read_toml, resolve_document
+from laminae.network.spec import read_toml, resolve_document
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORKS = ("dnn", "two_layer", "simple_cnn", "sigmoid_net", "lenet")

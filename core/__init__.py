@@ -1,4 +1,22 @@
-"""Laminae: a numpy neural-network framework whose every part is a plugin."""
+"""Laminae: a numpy neural-network framework whose every part is a plugin.
+
+The package is built in floors; each imports only the floors below it
+(import-linter contracts in pyproject.toml say so, and a test runs them):
+
+- the plugin API, at the top of the package: ``errors``, ``protocols``
+  (with ``BuildContext``), ``hookspecs``, ``registry``, ``fields``,
+  ``validators``, ``testing`` and the plugin-author helpers ``buffers``,
+  ``randomness``, ``data``, ``safe_npz`` and ``optional``;
+- ``laminae.network``: the network and its assembly from a spec;
+- ``laminae.persistence``: checkpoints and atomic writes;
+- ``laminae.training``: the loop, its state and steps, run directories;
+- ``laminae.model``: the ``Model`` facade with ``build``, ``from_toml`` and ``load``;
+- ``laminae.cli``: the ``laminae`` command.
+
+The names below are the public ones; they stay where they are whatever moves.
+"""
+from importlib.metadata import version
+
 from laminae.errors import (
     CheckpointError,
     DataError,
@@ -9,33 +27,42 @@ from laminae.errors import (
     TrainingError,
 )
 from laminae.hookspecs import hookimpl
-from laminae.network import Network
+from laminae.model import Model, build, from_toml, load, load_training
+from laminae.network import ModelParts, Network, TrainConfig
 from laminae.protocols import BuildContext, Dataset, Initializer, Layer, Loss, Optimizer, Shape
 from laminae.registry import Registry, make_registry
+from laminae.training import EpochMetrics, FitOptions, TrainingResult, TrainingState
 
-__version__ = "0.1.0"
+__version__ = version("laminae")
 
 __all__ = [
     "BuildContext",
     "CheckpointError",
     "DataError",
     "Dataset",
+    "EpochMetrics",
+    "FitOptions",
     "Initializer",
     "LaminaeError",
-    "Network",
     "Layer",
     "Loss",
+    "Model",
+    "ModelParts",
+    "Network",
     "Optimizer",
     "PluginError",
     "Registry",
     "Shape",
     "ShapeError",
     "SpecError",
+    "TrainConfig",
     "TrainingError",
+    "TrainingResult",
+    "TrainingState",
+    "build",
+    "from_toml",
     "hookimpl",
+    "load",
+    "load_training",
     "make_registry",
 ]
-from laminae.builder import build, from_toml  # noqa: E402  (needs the names above)
-from laminae.checkpoint import load  # noqa: E402
-
-__all__ += ["build", "from_toml", "load"]

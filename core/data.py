@@ -13,6 +13,7 @@ from pathlib import Path
 
 import attrs
 import numpy as np
+import platformdirs
 
 from laminae.errors import DataError
 
@@ -141,9 +142,7 @@ def data_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
     The first is also where missing files are downloaded to, so a user who
     names a folder gets the files there rather than in a hidden cache.
     """
-    import pooch  # here, not at the top: it pulls in requests, which most commands never need
-
-    candidates = [data_dir, os.environ.get(DATA_ENV) or None, pooch.os_cache("laminae")]
+    candidates = [data_dir, os.environ.get(DATA_ENV) or None, platformdirs.user_cache_dir("laminae")]
     roots: list[Path] = []
     for candidate in candidates:
         if candidate is not None:

@@ -1,109 +1,54 @@
-"""A network together with what trains it: the object the builder returns."""
+"""Floor 4, the ``Model`` facade: what users build, train, evaluate and save.
+
+A :class:`Model` is its :class:`~laminae.network.ModelParts` (network, loss,
+optimizer, resolved spec) plus the methods users call, each handing the
+parts to the floor that does the work: training, evaluation, checkpoints.
+The floors below never import this module; they take the parts.
+"""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import numpy as np
 
-from laminae.network import Network
-from laminae.protocols import Loss, Optimizer
-from laminae.validators import non_negative_int, positive_int
-
-if TYPE_CHECKING:
-    from laminae.metrics import EpochMetrics
-    from laminae.registry import Registry
-    from laminae.training import TrainingResult, TrainingState
-
-@attrs.define
-class TrainConfig:
-    """The ``[models.NAME.train]`` table; command-line flags override it key for key."""
-
-    dataset: str = attrs.field(default="mnist", validator=attrs.validators.instance_of(str))
-    epochs: int = attrs.field(default=1, validator=positive_int)
-    batch_size: int = attrs.field(default=32, validator=positive_int)
-    seed: int = attrs.field(default=0, validator=non_negative_int)
-    validation: int = attrs.field(default=0, validator=non_negative_int)
-    threads: int = attrs.field(default=1, validator=positive_int)
+from laminae.network.assembly import ModelParts, assemble
+from laminae.network.spec import read_toml
+from laminae.persistence import checkpoint
+from laminae.errors import TrainingError
+from laminae.registry import Registry
+from laminae.training.evaluation import evaluate
+from laminae.training.loop import FitOptions, TrainingResult, fit
+from laminae.training.state import TrainingState
 
 
 @attrs.define(eq=False)
-class Model:
-    """What ``laminae.build`` returns: ready to train, evaluate and save.
+class Model(ModelParts):
+    """What ``laminae.build`` returns: ready to train, evaluate and save."""
 
-    ``spec`` is the fully resolved specification (``extends`` applied,
-    defaults filled in) as plain JSON-able data, so a checkpoint can rebuild
-    the model without the TOML file it came from.
-    """
+    @classmethod
+    def from_parts(cls, parts: ModelParts) -> Model:
+        return cls(**{field.name: getattr(parts, field.name) for field in attrs.fields(ModelParts)})
 
-    network: Network
-    loss: Loss
-    optimizer: Optimizer
-    spec: dict[str, Any]
-    train_config: TrainConfig = attrs.field(factory=TrainConfig)
-    name: str = "model"
-    registry: Registry | None = attrs.field(default=None, repr=False)
-    """The registry that built the model: training on threads (where workers cannot be forked) builds replicas with it."""
-
-    def fit(
-        self,
-        x: np.ndarray,
-        y: np.ndarray,
-        *,
-        epochs: int | None = None,
-        batch_size: int | None = None,
-        seed: int | None = None,
-        threads: int | None = None,
-        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
-        test_data: tuple[np.ndarray, np.ndarray] | None = None,
-        progress: bool | None = None,
-        run_dir: str | os.PathLike | None = None,
-        resume: TrainingState | None = None,
-        on_epoch: Callable[[EpochMetrics], None] | None = None,
-        registry: Registry | None = None,
-    ) -> TrainingResult:
+    def fit(self, x: np.ndarray, y: np.ndarray, **options: Any) -> TrainingResult:
         """Train in place on shuffled mini-batches; the same seed gives the same weights to the bit.
 
-        ``epochs``, ``batch_size``, ``seed`` and ``threads`` default to :attr:`train_config`;
-        ``seed`` here drives only the batch order (the initial weights came
-        from ``train.seed`` when the model was built).  ``threads`` above 1
-        trains that many slices of every mini-batch side by side, in worker
-        processes on Linux (:mod:`laminae.forked`), on threads elsewhere
-        (:mod:`laminae.parallel`): faster for conv networks, deterministic,
-        but not bit-identical to one.  ``progress`` shows a
-        bar (default: when stderr is a terminal).  With ``run_dir``, every
-        epoch appends to ``metrics.csv`` and rewrites the checkpoint
-        ``model.npz``.  Ctrl-C or SIGTERM stops after the current batch and
-        returns with ``interrupted`` set; pass the returned ``state`` (or a
-        checkpoint's) as ``resume`` to continue exactly where it stopped.
-        A loss that becomes NaN or infinite raises :class:`laminae.TrainingError`.
+        The keyword options are the fields of :class:`laminae.training.FitOptions`:
+        ``epochs``, ``batch_size``, ``seed``, ``threads``, ``validation_data``,
+        ``test_data``, ``progress``, ``run_dir``, ``resume``, ``on_epoch`` and
+        ``registry``.  Ctrl-C or SIGTERM stops after the current batch and
+        returns with ``interrupted`` set; pass the returned ``state`` as
+        ``resume`` to continue exactly where it stopped.  A loss that becomes
+        NaN or infinite raises :class:`laminae.TrainingError`.
         """
-        from laminae.training import fit
-
-        return fit(
-            self, x, y, epochs=epochs, batch_size=batch_size, seed=seed, threads=threads,
-            validation_data=validation_data,
-            test_data=test_data, progress=progress, run_dir=run_dir, resume=resume, on_epoch=on_epoch,
-            registry=registry,
-        )
+        return fit(self, x, y, FitOptions(**options))
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """Mean loss and accuracy over ``(x, y)`` in inference mode."""
-        from laminae.data_checks import check_data
-
-        check_data(self, x, y, "evaluation data")
-        total_loss, correct = 0.0, 0
-        labels = y if y.ndim == 1 else y.argmax(axis=1)
-        chunk = self.network.inference_batch()
-        for start in range(0, len(x), chunk):
-            stop = start + chunk
-            output = self.network.forward(x[start:stop], False)
-            total_loss += self.loss.forward(output, y[start:stop]) * len(output)
-            correct += int(np.count_nonzero(output.argmax(axis=1) == labels[start:stop]))
-        return total_loss / len(x), correct / len(x)
+        return evaluate(self, x, y)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The predicted class of every sample (int64)."""
@@ -121,6 +66,48 @@ class Model:
 
     def save(self, path: str | os.PathLike, *, registry: Registry | None = None) -> Path:
         """Write a checkpoint that :func:`laminae.load` reads back without any TOML file."""
-        from laminae.checkpoint import save
+        return checkpoint.save(self, path, registry=registry)
 
-        return save(self, path, registry=registry)
+
+def build(
+    spec: Mapping[str, Any],
+    *,
+    registry: Registry | None = None,
+    source: str = "<dict>",
+    name: str | None = None,
+    train_overrides: Mapping[str, Any] | None = None,
+) -> Model:
+    """Build one model from a resolved spec, a model table, or a whole document.
+
+    A document (a dict with ``models``) needs ``name`` unless it holds one
+    model; every model in it is validated and built before the wanted one is
+    returned.  ``train_overrides`` are ``[train]`` keys merged over the
+    model's table before the network draws its parameters.
+    """
+    parts = assemble(spec, registry=registry, source=source, name=name, train_overrides=train_overrides)
+    return Model.from_parts(parts)
+
+
+def from_toml(
+    path: str | Path,
+    name: str,
+    *,
+    registry: Registry | None = None,
+    train_overrides: Mapping[str, Any] | None = None,
+) -> Model:
+    """Build the model ``name`` of a TOML file, after validating every model in it."""
+    return build(read_toml(path), registry=registry, source=str(path), name=name, train_overrides=train_overrides)
+
+
+def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Model:
+    """The model saved at ``path`` (a ``.npz`` file or a run directory), ready to use."""
+    return Model.from_parts(checkpoint.read(path, registry=registry).parts)
+
+
+def load_training(path: str | os.PathLike, *, registry: Registry | None = None) -> tuple[Model, TrainingState]:
+    """The model of a run directory (or checkpoint) and where its training stopped,
+    to continue it: ``model.fit(x, y, run_dir=path, resume=state)``."""
+    saved = checkpoint.read(path, registry=registry)
+    if saved.training is None:
+        raise TrainingError(f"{saved.path}: holds no training position (saved with Model.save?); nothing to resume")
+    return Model.from_parts(saved.parts), TrainingState.from_json(saved.training, str(saved.path))

@@ -8,15 +8,12 @@ hyperparameters of a layer, loss, optimizer, initializer or data set are its
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 import numpy as np
 
 from laminae.errors import PluginError
-
-if TYPE_CHECKING:
-    from laminae.registry import Registry
 
 Shape = tuple[int, ...]
 """The shape of one sample: the batch axis is always implied."""
@@ -108,6 +105,15 @@ class Dataset(Protocol):
     def load(self, roots: list[Any]) -> Any: ...
 
 
+class Creates(Protocol):
+    """What a :class:`BuildContext` needs of a :class:`laminae.Registry`: making a
+    registered class from ``"name"`` or ``{"type": name, **fields}``.  (Named
+    structurally because the registry, which checks plugins against the
+    protocols here, sits above this module.)"""
+
+    def create(self, kind: str, spec: str | Mapping[str, Any]) -> Any: ...
+
+
 @attrs.define(eq=False)
 class BuildContext:
     """Handed to ``Layer.build``: the random stream, the float type, and the
@@ -121,7 +127,7 @@ class BuildContext:
 
     rng: np.random.Generator
     dtype: np.dtype = attrs.field(default=np.dtype(np.float32), converter=np.dtype)
-    registry: Registry | None = None
+    registry: Creates | None = None
     input_grad: bool = True
     """Whether ``backward`` must return the gradient of the input.  A network's
     first layer gets False: its input is the data, so a layer may skip that

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import laminae
-from laminae.builder import build_document, load_models
+from laminae.network import assemble_document, load_models
 
 MODELS_TOML = Path(__file__).resolve().parents[1] / "models.toml"
 
@@ -86,7 +86,7 @@ train = { seed = 5 }
 
 
 def test_extends_merges_tables_replaces_arrays_and_chains(registry):
-    specs = {name: m.spec for name, m in build_document(tomllib.loads(EXTENDS), registry=registry).items()}
+    specs = {name: m.spec for name, m in assemble_document(tomllib.loads(EXTENDS), registry=registry).items()}
     child, grandchild = specs["child"], specs["grandchild"]
     assert "extends" not in child and "extends" not in grandchild
     assert child["layers"] == [{"type": "affine", "units": 3}]

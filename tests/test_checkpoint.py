@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import laminae
-from laminae import checkpoint
+from laminae.persistence import checkpoint
+from laminae.training import TrainingState
 from tests.training_helpers import params_equal, tiny_data, tiny_model, tiny_spec
 
 
@@ -179,8 +180,6 @@ def saved_run(registry, tmp_path):
     ],
 )
 def test_a_corrupt_training_position_is_a_one_line_error(registry, tmp_path, edit, reason):
-    from laminae.training import TrainingState
-
     path = saved_run(registry, tmp_path)
     rewrite(path, lambda arrays, meta: edit(meta["training"]))
     training = checkpoint.read(path, registry=registry).training

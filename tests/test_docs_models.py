@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from laminae.builder import build_document
+from laminae.network import assemble_document
 from laminae.fields import hyperparameters, key_of
 from laminae.registry import BUILTIN_PLUGINS
 from tests.doc_blocks import blocks
@@ -22,7 +22,7 @@ def test_every_toml_block_parses_and_every_model_file_builds(block, registry):
     doc = tomllib.loads(block.text)
     if "models" not in doc:
         return
-    models = build_document(doc, registry=registry, source=f"{PAGE.name}:{block.line}")
+    models = assemble_document(doc, registry=registry, source=f"{PAGE.name}:{block.line}")
     assert models and all(model.network.layers for model in models.values())
 
 

@@ -18,7 +18,7 @@ import pytest
 
 import laminae
 from laminae import hookspecs
-from laminae.builder import build_document
+from laminae.network import assemble_document
 from tests.doc_blocks import Block, Command, blocks, commands, matches
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def test_toml_block(block):
         import laminae_extras
 
         registry = laminae.make_registry(plugins=[laminae_extras], autoload=False)
-        assert build_document(doc, registry=registry, source=f"docs/plugins.md:{block.line}")
+        assert assemble_document(doc, registry=registry, source=f"docs/plugins.md:{block.line}")
     elif block.file and block.file.endswith("pyproject.toml"):
         assert doc["project"]["entry-points"]["laminae"] == {"extras": "laminae_extras"}
 

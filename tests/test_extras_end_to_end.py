@@ -94,7 +94,6 @@ def test_resuming_a_dropout_network_matches_an_uninterrupted_run(tmp_path):
     import laminae
     import laminae_extras
     from laminae.registry import make_registry
-    from laminae.training import TrainingState
     from tests.training_helpers import LossSpy, params_equal, tiny_data, tiny_spec
 
     registry = make_registry(plugins=[laminae_extras], autoload=False, strict=True)
@@ -109,9 +108,9 @@ def test_resuming_a_dropout_network_matches_an_uninterrupted_run(tmp_path):
     with np.load(tmp_path / "run" / "model.npz") as archive:
         assert archive["layer/2.rng"].dtype == np.uint8
 
-    saved = laminae.checkpoint.read(tmp_path / "run", registry=registry)
-    saved.model.fit(x, y, progress=False, resume=TrainingState.from_json(saved.training))
-    assert params_equal(saved.model.network, reference.network)
+    model, state = laminae.load_training(tmp_path / "run", registry=registry)
+    model.fit(x, y, progress=False, resume=state)
+    assert params_equal(model.network, reference.network)
 
     path = tmp_path / "run" / "model.npz"
     for damage, reason in [

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import laminae
-from laminae import forked, training
+from laminae.training import forked, loop
 from tests.test_parallel import conv_data, conv_spec
 from tests.training_helpers import params_equal
 
@@ -35,7 +35,7 @@ def test_workers_give_the_numbers_threads_give_bit_for_bit(registry, monkeypatch
     x, y = conv_data()
     models = [laminae.build(conv_spec(threads=3), registry=registry) for _ in range(2)]
     histories = [models[0].fit(x, y, progress=False).history]
-    monkeypatch.setattr(training, "forking_works", lambda: False)  # replicas on threads instead
+    monkeypatch.setattr(loop, "forking_works", lambda: False)  # replicas on threads instead
     histories.append(models[1].fit(x, y, progress=False).history)
     assert params_equal(models[0].network, models[1].network)
     assert [m.train_loss for m in histories[0]] == [m.train_loss for m in histories[1]]

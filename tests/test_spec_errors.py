@@ -4,7 +4,7 @@ import tomllib
 import pytest
 
 import laminae
-from laminae.builder import load_models
+from laminae.network import load_models
 
 BASE = """\
 schema = 1

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import laminae
-from laminae.training import TrainingState
 from tests.training_helpers import LossSpy, params_equal, tiny_data, tiny_model
 
 
@@ -101,11 +100,10 @@ def test_resuming_from_the_checkpoint_matches_an_uninterrupted_run(registry, tmp
     model.loss = LossSpy(model.loss, at=14)  # epoch 3, batch 2
     assert model.fit(x, y, progress=False, run_dir=tmp_path / "run").interrupted
 
-    saved = laminae.checkpoint.read(tmp_path / "run", registry=registry)
-    resumed = saved.model.fit(x, y, progress=False, run_dir=tmp_path / "run",
-                              resume=TrainingState.from_json(saved.training))
+    model, state = laminae.load_training(tmp_path / "run", registry=registry)
+    resumed = model.fit(x, y, progress=False, run_dir=tmp_path / "run", resume=state)
     assert not resumed.interrupted
-    assert params_equal(saved.model.network, reference.network)
+    assert params_equal(model.network, reference.network)
     final = laminae.load(tmp_path / "run", registry=registry)
     assert params_equal(final.network, reference.network)
     strip = lambda path: [line.rsplit(",", 1)[0] for line in path.read_text().splitlines()]  # noqa: E731
@@ -140,11 +138,10 @@ def test_a_nan_loss_names_the_epoch_and_batch_and_keeps_the_last_good_checkpoint
     x, y = tiny_data()
     tiny_model(registry).fit(x, y, epochs=1, progress=False, run_dir=tmp_path)
     good = (tmp_path / "model.npz").read_bytes()
-    saved = laminae.checkpoint.read(tmp_path, registry=registry)
-    model = saved.model
+    model, state = laminae.load_training(tmp_path, registry=registry)
     model.loss = LossSpy(model.loss, at=4, nan=True)
     with pytest.raises(laminae.TrainingError) as caught:
-        model.fit(x, y, epochs=3, progress=False, run_dir=tmp_path, resume=TrainingState.from_json(saved.training))
+        model.fit(x, y, epochs=3, progress=False, run_dir=tmp_path, resume=state)
     message = caught.value.message
     assert "loss became nan at epoch 2, batch 4 of 6" in message
     assert f"the last good checkpoint is {tmp_path / 'model.npz'}" in message and "\n" not in message

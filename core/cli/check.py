@@ -15,10 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from laminae.builder import build_document
-    from laminae.spec import read_toml
+    from laminae.network import assemble_document, read_toml
 
-    models = build_document(read_toml(args.file), registry=registry_from(args), source=args.file)
+    models = assemble_document(read_toml(args.file), registry=registry_from(args), source=args.file)
     width = max(len(name) for name in models)
     for name, model in models.items():
         net = model.network

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from laminae.checkpoint import load
+    from laminae.model import load
 
     registry = registry_from(args)
     model = load(args.checkpoint, registry=registry)

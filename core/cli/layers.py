@@ -14,7 +14,7 @@ import attrs
 from laminae.cli import plugin_options, registry_from
 from laminae.fields import hyperparameters, is_required, key_of
 from laminae.registry import KINDS
-from laminae.spec import INITIALIZER, toml_text
+from laminae.network.spec import INITIALIZER, toml_text
 
 HELP = "list the registered layer types (or losses, optimizers, ...) and their keys"
 EXAMPLE = "laminae layers conv    (or: laminae layers --kind optimizers)"

@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from laminae.errors import TrainingError
-from laminae.metrics import METRICS_FILE, EpochMetrics, read_log
+from laminae.training.metrics import METRICS_FILE, EpochMetrics, read_log
 
 HELP = "draw a run's loss and accuracy curves to a PNG (needs laminae[plot])"
 EXAMPLE = "laminae plot runs/quickstart-20240101-120000"

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from laminae.checkpoint import load
+    from laminae.model import load
 
     model = load(args.checkpoint, registry=registry_from(args))
     shape = model.network.input_shape

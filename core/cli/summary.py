@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from laminae.cli import plugin_options, registry_from
-from laminae.spec import toml_text
+from laminae.network.spec import toml_text
 
 HELP = "show one model's layers, shapes and parameter counts"
 EXAMPLE = "laminae summary models.toml simple_cnn"
@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from laminae.builder import from_toml
+    from laminae.model import from_toml
 
     model = from_toml(args.file, args.name, registry=registry_from(args))
     spec = model.spec

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from laminae.cli import plugin_options, registry_from
-from laminae.errors import SpecError, TrainingError, location
+from laminae.errors import SpecError, location
 
 if TYPE_CHECKING:
     from laminae.model import Model
     from laminae.registry import Registry
-    from laminae.training import TrainingState
+    from laminae.training.state import TrainingState
 
 HELP = "train a model of a TOML file and report its test accuracy"
 EXAMPLE = "laminae train models.toml quickstart --epochs 1"
@@ -58,25 +58,21 @@ def load_splits(registry, dataset: str, data_dir: str | None, validation: int = 
 
 
 def run(args: argparse.Namespace) -> int:
-    import laminae
-    from laminae import checkpoint
-    from laminae.training import TrainingState
+    from laminae.model import from_toml, load_training
+    from laminae.persistence.checkpoint import checkpoint_path
 
     registry = registry_from(args)
     overrides = {key: getattr(args, key) for key in OVERRIDES if getattr(args, key) is not None}
     if args.resume is not None:
         if args.file is not None or args.out is not None:
             raise SpecError("--resume RUN_DIR continues that run: give no FILE, NAME or --out with it")
-        resumed = checkpoint.read(args.resume, registry=registry)
-        if resumed.training is None:
-            raise TrainingError(f"{resumed.path}: holds no training position (saved with Model.save?); nothing to resume")
-        model, state = resumed.model, TrainingState.from_json(resumed.training, str(resumed.path))
+        model, state = load_training(args.resume, registry=registry)
         run_dir = Path(args.resume)
-        where = f"{resumed.path}: model {model.name!r}"
+        where = f"{checkpoint_path(args.resume)}: model {model.name!r}"
     else:
         if args.file is None or args.name is None:
             raise SpecError("give a TOML FILE and a model NAME (or --resume RUN_DIR)")
-        model = laminae.from_toml(args.file, args.name, registry=registry, train_overrides=overrides)
+        model = from_toml(args.file, args.name, registry=registry, train_overrides=overrides)
         state = None
         run_dir = Path(args.out) if args.out is not None else _new_run_dir(args.name)
         where = f"{args.file}: model {model.name!r}"

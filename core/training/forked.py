@@ -14,7 +14,7 @@ copies the model's parameters from shared memory into its own arrays, runs
 forward and backward on its slice (copied into shared memory by the
 caller), and writes its gradients, weighted by the slice's share of the
 batch, and its loss back into shared memory.  The caller combines them in
-slice order exactly as :class:`~laminae.parallel.DataParallelStep` does,
+slice order exactly as :class:`~laminae.training.threads.ThreadedStep` does,
 so both give the same numbers bit for bit.  A worker keeps the numpy error
 settings the caller had when it forked (``fit`` silences overflow warnings
 for the whole run, and so for its workers).  Only where ``fork`` is safe,
@@ -40,23 +40,22 @@ import time
 import traceback
 import warnings
 from math import prod
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 import attrs
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from laminae.errors import TrainingError
-from laminae.parallel import (
+from laminae.network.assembly import ModelParts
+from laminae.training.slices import (
     combine_slices,
     refuse_stateful_layers,
-    serial_step,
     slice_bounds,
     weigh_gradients,
     weighted_slice_step,
 )
-
-if TYPE_CHECKING:
-    from laminae.model import Model
+from laminae.training.steps import serial_step
 
 COMMAND = struct.Struct("<Id")
 """A slice's length and the weight of its gradients (its share of the batch)."""
@@ -123,21 +122,19 @@ def _slot(worker: int, what: str) -> str:
 
 
 class ForkedStep:
-    """:func:`~laminae.parallel.serial_step` split over ``workers`` slices: the
+    """:func:`~laminae.training.steps.serial_step` split over ``workers`` slices: the
     first on the calling process, each other in a worker process; use as a
     context manager.  Any exception during a step stops the workers (the next
     step starts new ones), so no reply is ever left unread."""
 
-    def __init__(self, model: Model, workers: int) -> None:
-        refuse_stateful_layers(model.network, workers)
-        self.model, self.workers = model, workers
+    def __init__(self, parts: ModelParts, workers: int) -> None:
+        refuse_stateful_layers(parts.network, workers)
+        self.parts, self.workers = parts, workers
         self.started: list[Worker] = []
         self._shared: SharedArrays | None = None
         self._capacity: Capacity | None = None
 
     def __enter__(self) -> ForkedStep:
-        from threadpoolctl import threadpool_limits
-
         self._limits = threadpool_limits(limits=1, user_api="blas")  # inherited by the workers
         return self
 
@@ -160,7 +157,7 @@ class ForkedStep:
             raise
 
     def _step(self, x, y, labels, slices: list[slice], weights: list[float]) -> tuple[float, int]:
-        shared, network = self._shared.arrays, self.model.network
+        shared, network = self._shared.arrays, self.parts.network
         for name, param in network.params.items():
             np.copyto(shared[f"param/{name}"], param)
         working = list(zip(self.started, slices[1:], weights[1:]))
@@ -173,7 +170,7 @@ class ForkedStep:
             except BrokenPipeError:  # it died since the last batch
                 self._fail(worker, b"")
         first = slices[0]
-        results = [weighted_slice_step(network, self.model.loss, x[first], y[first], labels[first], weights[0])]
+        results = [weighted_slice_step(network, self.parts.loss, x[first], y[first], labels[first], weights[0])]
         for worker, _, _ in working:
             reply = os.read(worker.replies, MESSAGE_BYTES)
             if reply != b"d":
@@ -194,7 +191,7 @@ class ForkedStep:
 
     def _start_workers(self, capacity: Capacity) -> None:
         self._stop_workers()
-        network = self.model.network
+        network = self.parts.network
         layout = {f"param/{name}": (p.shape, p.dtype) for name, p in network.params.items()}
         for number in range(2, self.workers + 1):
             layout[_slot(number, "x")] = ((capacity.rows, *capacity.x[0]), capacity.x[1])
@@ -233,7 +230,7 @@ class ForkedStep:
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 for end in (commands_write, replies_read, *(e for w in self.started for e in (w.commands, w.replies))):
                     os.close(end)  # the other workers' pipes too: this worker has no business with them
-                _serve(self.model, self._shared.arrays, number, commands_read, replies_write)
+                _serve(self.parts, self._shared.arrays, number, commands_read, replies_write)
                 status = 0
             finally:
                 os._exit(status)
@@ -259,9 +256,9 @@ class ForkedStep:
         self._shared, self._capacity = None, None
 
 
-def _serve(model: Model, shared: dict[str, np.ndarray], number: int, commands: int, replies: int) -> None:
+def _serve(parts: ModelParts, shared: dict[str, np.ndarray], number: int, commands: int, replies: int) -> None:
     """A worker's loop: one slice per command, until told to leave or the command pipe closes."""
-    network = model.network
+    network = parts.network
     grads_out = {name: shared[_slot(number, f"grad/{name}")] for name in network.grads}
     while True:
         command = os.read(commands, COMMAND.size)
@@ -274,7 +271,7 @@ def _serve(model: Model, shared: dict[str, np.ndarray], number: int, commands: i
             np.copyto(param, shared[f"param/{name}"])
         try:
             x, y, labels = (shared[_slot(number, key)][:count] for key in ("x", "y", "labels"))
-            loss, correct = serial_step(network, model.loss, x, y, labels)
+            loss, correct = serial_step(network, parts.loss, x, y, labels)
             weigh_gradients(network.grads, weight, out=grads_out)
         except Exception as exc:  # noqa: BLE001 - reported to the training process, which raises it
             where = traceback.extract_tb(exc.__traceback__)[-1]  # the traceback stays here: say where at least

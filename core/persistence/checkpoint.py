@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from importlib.metadata import version
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import numpy as np
 
 from laminae.errors import CheckpointError, LaminaeError
+from laminae.network.assembly import ModelParts, assemble
+from laminae.network.network import Network
+from laminae.network.spec import named_types
+from laminae.persistence.atomic import atomic_write
+from laminae.registry import Registry, make_registry
 from laminae.safe_npz import load_npz
-
-if TYPE_CHECKING:
-    from laminae.model import Model
-    from laminae.network import Network
-    from laminae.registry import Registry
 
 CHECKPOINT_FILE = "model.npz"
 """The checkpoint's name inside a run directory."""
@@ -40,9 +40,9 @@ LAYER = "layer/"
 
 @attrs.frozen(eq=False)
 class Checkpoint:
-    """A loaded checkpoint: the rebuilt model, and where its training stopped (None if never trained)."""
+    """A loaded checkpoint: the rebuilt model's parts, and where its training stopped (None if never trained)."""
 
-    model: Model
+    parts: ModelParts
     training: dict[str, Any] | None
     path: Path
 
@@ -54,118 +54,72 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
 
 
 def save(
-    model: Model,
+    parts: ModelParts,
     path: str | os.PathLike,
     *,
     training: Mapping[str, Any] | None = None,
     registry: Registry | None = None,
 ) -> Path:
-    """Write ``model`` (and the training position) atomically to ``path``."""
-    from laminae import __version__
-
+    """Write the model's ``parts`` (and the training position) atomically to ``path``."""
     path = Path(path)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "laminae_version": __version__,
-        "plugins": plugin_versions(model.spec, registry),
-        "name": model.name,
-        "spec": model.spec,
+        "laminae_version": version("laminae"),
+        "plugins": plugin_versions(parts.spec, registry),
+        "name": parts.name,
+        "spec": parts.spec,
         "training": None if training is None else dict(training),
     }
-    arrays = {PARAM + name: array for name, array in model.network.params.items()}
-    arrays.update((OPTIM + name, array) for name, array in model.optimizer.state_dict().items())
-    arrays.update((LAYER + name, array) for name, array in model.network.state_dict().items())
+    arrays = {PARAM + name: array for name, array in parts.network.params.items()}
+    arrays.update((OPTIM + name, array) for name, array in parts.optimizer.state_dict().items())
+    arrays.update((LAYER + name, array) for name, array in parts.network.state_dict().items())
     arrays[META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     atomic_write(path, lambda file: np.savez(file, **arrays))
     return path
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``.
-
-    A crash, a full disk or a second Ctrl-C mid-write leaves the previous
-    file whole, never half of a new one; renaming within one folder is atomic.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def plugin_versions(spec: Mapping[str, Any], registry: Registry | None = None) -> dict[str, dict[str, str]]:
     """``{"layer:conv": {"plugin": ..., "version": ...}}`` for every type the spec names."""
-    registry = registry or _default_registry()
-    from laminae.fields import hyperparameters, key_of
-    from laminae.spec import INITIALIZER
-
-    wanted: list[tuple[str, Any]] = [("losses", spec["loss"]), ("optimizers", spec["optimizer"])]
-    for layer in spec["layers"]:
-        wanted.append(("layers", layer))
-        cls = registry.classes["layers"].get(layer["type"])
-        for field in hyperparameters(cls) if cls is not None else ():
-            if field.metadata.get("laminae") == INITIALIZER:
-                wanted.append(("initializers", layer.get(key_of(field), field.default)))
-    wanted.append(("datasets", spec.get("train", {}).get("dataset")))
+    registry = registry or make_registry()
     versions = {p.name: p.version for p in registry.plugins}
     found: dict[str, dict[str, str]] = {}
-    for kind, table in wanted:
-        name = table.get("type") if isinstance(table, Mapping) else table
+    for kind, name in named_types(spec, registry):
         owner = registry.owners.get((kind, name))
         if owner is not None:
             found[f"{kind}:{name}"] = {"plugin": owner, "version": versions.get(owner, "?")}
     return found
 
 
-def _default_registry() -> Registry:
-    from laminae.registry import make_registry
-
-    return make_registry()
-
-
-def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Model:
-    """The model saved at ``path`` (a ``.npz`` file or a run directory), ready to use."""
-    return read(path, registry=registry).model
-
-
 def read(path: str | os.PathLike, *, registry: Registry | None = None) -> Checkpoint:
     """Rebuild the model from the stored spec, then copy the stored arrays into it."""
     path = checkpoint_path(path)
     arrays, meta = _read_arrays(path)
-    from laminae import build
-
     try:
-        model = build(meta["spec"], registry=registry, source=str(path), name=meta.get("name"))
+        parts = assemble(meta["spec"], registry=registry, source=str(path), name=meta.get("name"))
     except LaminaeError as err:
         raise CheckpointError(f"{err.message}{_needed_plugins(meta, err)}") from None
     params = {k.removeprefix(PARAM): v for k, v in arrays.items() if k.startswith(PARAM)}
     unexpected = [k for k in arrays if k != META and not k.startswith((PARAM, OPTIM, LAYER))]
     optimizer_state = {k.removeprefix(OPTIM): v for k, v in arrays.items() if k.startswith(OPTIM)}
     layer_state = {k.removeprefix(LAYER): v for k, v in arrays.items() if k.startswith(LAYER)}
-    problems = [f"unexpected array {k!r}" for k in unexpected] + parameter_problems(model.network, params)
-    problems += optimizer_state_problems(model.network, optimizer_state)
+    problems = [f"unexpected array {k!r}" for k in unexpected] + parameter_problems(parts.network, params)
+    problems += optimizer_state_problems(parts.network, optimizer_state)
     if problems:
         raise CheckpointError(f"{path}: " + "; ".join(problems))
     for name, array in params.items():
-        model.network.params[name][...] = array
+        parts.network.params[name][...] = array
     try:
-        model.network.load_state_dict(layer_state)
+        parts.network.load_state_dict(layer_state)
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     try:
-        model.optimizer.load_state_dict(optimizer_state)
+        parts.optimizer.load_state_dict(optimizer_state)
     except LaminaeError as err:
         raise CheckpointError(f"{path}: optimizer state: {err.message}") from None
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: optimizer state does not fit the optimizer: {exc}") from None
-    return Checkpoint(model, meta.get("training"), path)
+    return Checkpoint(parts, meta.get("training"), path)
 
 
 def parameter_problems(network: Network, stored: Mapping[str, np.ndarray]) -> list[str]:

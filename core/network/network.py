@@ -7,9 +7,8 @@ from math import prod
 import attrs
 import numpy as np
 
-from laminae.protocols import BuildContext
 from laminae.errors import location, one_line
-from laminae.protocols import Layer, Shape
+from laminae.protocols import BuildContext, Layer, Shape
 from laminae.registry import Registry, make_registry
 
 

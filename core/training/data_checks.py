@@ -6,19 +6,15 @@ line naming what was wrong, not an IndexError from a loss.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from laminae.errors import DataError
-
-if TYPE_CHECKING:
-    from laminae.model import Model
+from laminae.network.network import Network
 
 
-def check_data(model: Model, x: np.ndarray, y: np.ndarray, what: str) -> None:
-    """Samples of the model's input shape, as many labels as samples, and labels it can output."""
-    expected = model.network.input_shape
+def check_data(network: Network, x: np.ndarray, y: np.ndarray, what: str) -> None:
+    """Samples of the network's input shape, as many labels as samples, and labels it can output."""
+    expected = network.input_shape
     if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
         raise DataError(f"{what}: samples and labels must be numpy arrays")
     if x.ndim < 1 or tuple(x.shape[1:]) != expected:
@@ -27,12 +23,12 @@ def check_data(model: Model, x: np.ndarray, y: np.ndarray, what: str) -> None:
         raise DataError(f"{what}: {len(y)} labels for {len(x)} samples")
     if len(x) == 0:
         raise DataError(f"{what}: no samples")
-    check_labels(model, y, what)
+    check_labels(network, y, what)
 
 
-def check_labels(model: Model, y: np.ndarray, what: str) -> None:
-    """Integer labels inside the model's classes, or one-hot rows as wide as its output."""
-    output = model.network.output_shape
+def check_labels(network: Network, y: np.ndarray, what: str) -> None:
+    """Integer labels inside the network's classes, or one-hot rows as wide as its output."""
+    output = network.output_shape
     if len(output) != 1:
         raise DataError(f"{what}: the model's output has shape {output}; a classifier needs one score per class")
     classes = output[0]

@@ -11,18 +11,16 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import attrs
 
-from laminae import checkpoint, metrics
 from laminae.errors import TrainingError, one_line
-from laminae.metrics import EpochMetrics
-
-if TYPE_CHECKING:
-    from laminae.model import Model
-    from laminae.registry import Registry
-    from laminae.training import TrainingState
+from laminae.network.assembly import ModelParts
+from laminae.persistence import checkpoint
+from laminae.persistence.atomic import atomic_write
+from laminae.registry import Registry
+from laminae.training import metrics
+from laminae.training.metrics import EpochMetrics
+from laminae.training.state import TrainingState
 
 SPEC_FILE = "spec.json"
 
@@ -32,7 +30,7 @@ class RunDir:
     """A run directory: the checkpoint, ``metrics.csv`` and ``spec.json``."""
 
     path: Path
-    model: Model
+    parts: ModelParts
     registry: Registry | None
     saved: bool = False
 
@@ -44,8 +42,8 @@ class RunDir:
         """A fresh run rewrites ``metrics.csv``; a resumed one keeps its finished epochs."""
         with self.writing("cannot be used as a run directory"):
             self.path.mkdir(parents=True, exist_ok=True)
-            spec = json.dumps(self.model.spec, indent=2) + "\n"
-            checkpoint.atomic_write(self.path / SPEC_FILE, lambda file: file.write(spec.encode()))
+            spec = json.dumps(self.parts.spec, indent=2) + "\n"
+            atomic_write(self.path / SPEC_FILE, lambda file: file.write(spec.encode()))
             kept: list[EpochMetrics] = []
             if state.epoch or state.batch:
                 log = self.path / metrics.METRICS_FILE
@@ -59,7 +57,7 @@ class RunDir:
 
     def save(self, state: TrainingState) -> Path:
         with self.writing("cannot write the checkpoint"):
-            checkpoint.save(self.model, self.checkpoint_file, training=state.to_json(), registry=self.registry)
+            checkpoint.save(self.parts, self.checkpoint_file, training=state.to_json(), registry=self.registry)
         self.saved = True
         return self.checkpoint_file
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+from tqdm import tqdm
+
 REFRESH_EVERY = 16
 """Batches between postfix updates: formatting numbers every batch would cost more than tiny batches."""
 
@@ -11,8 +13,6 @@ class ProgressBar:
     """A tqdm bar on stderr for one epoch, starting at ``done`` when resuming mid-epoch."""
 
     def __init__(self, epoch: int, epochs: int, batches: int, done: int = 0) -> None:
-        from tqdm import tqdm
-
         self._bar = tqdm(
             total=batches, initial=done, desc=f"epoch {epoch}/{epochs}", unit="batch", file=sys.stderr,
             leave=True, dynamic_ncols=True,

@@ -1,6 +1,11 @@
-"""From a spec (a TOML file, a parsed document, one model's dict) to a :class:`Model`.
+"""From a spec (a parsed document, one model's table, a resolved spec) to a model's parts.
 
-A resolved spec is the contract with checkpoints: ``build(model.spec)``
+:class:`ModelParts` is what a model is made of: the network, the loss, the
+optimizer and the resolved spec they were built from.  Every floor above
+works with it (training, checkpoints); the ``Model`` facade at the top adds
+the methods users call.
+
+A resolved spec is the contract with checkpoints: ``assemble(parts.spec)``
 rebuilds the same model, parameters included, because the parameters are
 drawn from ``train.seed``.  When a whole document is given, every model in
 it is validated and built (shapes are only known by building) before the
@@ -12,25 +17,52 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 
-from laminae.errors import SpecError, location, one_line
-from laminae.model import Model, TrainConfig
-from laminae.network import Network
+from laminae.errors import SpecError, did_you_mean, location, one_line
+from laminae.network.network import Network
+from laminae.network.spec import (
+    TOP_KEYS,
+    TrainConfig,
+    read_toml,
+    resolve_document,
+    resolve_model,
+    with_train_overrides,
+)
+from laminae.protocols import Loss, Optimizer
 from laminae.registry import Registry, make_registry
-from laminae.spec import TOP_KEYS, read_toml, resolve_document, resolve_model, with_train_overrides
-from laminae.errors import did_you_mean
 
 
-def build(
+@attrs.define(eq=False)
+class ModelParts:
+    """A built model's parts.
+
+    ``spec`` is the fully resolved specification (``extends`` applied,
+    defaults filled in) as plain JSON-able data, so a checkpoint can rebuild
+    the model without the TOML file it came from.
+    """
+
+    network: Network
+    loss: Loss
+    optimizer: Optimizer
+    spec: dict[str, Any]
+    train_config: TrainConfig = attrs.field(factory=TrainConfig)
+    name: str = "model"
+    registry: Registry | None = attrs.field(default=None, repr=False)
+    """The registry that built the parts: training on threads (where workers
+    cannot be forked) builds replicas with it."""
+
+
+def assemble(
     spec: Mapping[str, Any],
     *,
     registry: Registry | None = None,
     source: str = "<dict>",
     name: str | None = None,
     train_overrides: Mapping[str, Any] | None = None,
-) -> Model:
-    """Build one model from a resolved spec, a model table, or a whole document.
+) -> ModelParts:
+    """One model's parts from a resolved spec, a model table, or a whole document.
 
     A document (a dict with ``models``) needs ``name`` unless it holds one
     model.  ``train_overrides`` are TrainConfig keys merged over the model's
@@ -40,7 +72,7 @@ def build(
     if not isinstance(spec, Mapping):
         raise SpecError(f"{source}: a spec must be a table (dict), got {type(spec).__name__}")
     if any(key in spec for key in TOP_KEYS):
-        models = build_document(spec, registry=registry, source=source)
+        models = assemble_document(spec, registry=registry, source=source)
         model = models[_pick(name, list(models), source)]
         if not train_overrides:
             return model
@@ -48,39 +80,28 @@ def build(
     else:
         name = _model_name(spec, name, source)
         resolved = resolve_model(name, spec, registry, source)
-    return build_resolved(with_train_overrides(resolved, train_overrides, registry, source), registry, source)
-
-
-def from_toml(
-    path: str | Path,
-    name: str,
-    *,
-    registry: Registry | None = None,
-    train_overrides: Mapping[str, Any] | None = None,
-) -> Model:
-    """Build the model ``name`` of a TOML file, after validating every model in it."""
-    return build(read_toml(path), registry=registry, source=str(path), name=name, train_overrides=train_overrides)
+    return assemble_resolved(with_train_overrides(resolved, train_overrides, registry, source), registry, source)
 
 
 def load_models(path: str | Path, *, registry: Registry | None = None) -> dict[str, dict[str, Any]]:
     """Each model of a file as its resolved spec (``extends`` applied, ``train`` complete)."""
-    models = build_document(read_toml(path), registry=registry, source=str(path))
-    return {name: model.spec for name, model in models.items()}
+    models = assemble_document(read_toml(path), registry=registry, source=str(path))
+    return {name: parts.spec for name, parts in models.items()}
 
 
-def build_document(
+def assemble_document(
     doc: Mapping[str, Any], *, registry: Registry | None = None, source: str = "<dict>"
-) -> dict[str, Model]:
+) -> dict[str, ModelParts]:
     """Every model of a parsed file, in file order; the first mistake stops it."""
     registry = registry if registry is not None else make_registry()
     resolved = resolve_document(doc, registry, source)
-    return {name: build_resolved(spec, registry, source) for name, spec in resolved.items()}
+    return {name: assemble_resolved(spec, registry, source) for name, spec in resolved.items()}
 
 
-def build_resolved(
+def assemble_resolved(
     spec: Mapping[str, Any], registry: Registry, source: str = "<dict>", dtype: str | np.dtype = "float32"
-) -> Model:
-    """A model from a spec that :mod:`laminae.spec` has already validated (``dtype``: of its parameters)."""
+) -> ModelParts:
+    """The parts of a spec that :mod:`laminae.network.spec` has already validated (``dtype``: of its parameters)."""
     layers = [registry.create("layers", layer) for layer in spec["layers"]]
     train = TrainConfig(**spec["train"])
     where = f"{source}: model {spec['name']!r}"
@@ -98,7 +119,7 @@ def build_resolved(
         if not _too_big(exc):
             raise
         raise SpecError(f"{where}, {_layer_of(exc)}: its parameters cannot be allocated: {one_line(exc)}") from exc
-    return Model(
+    return ModelParts(
         network=network,
         loss=registry.create("losses", spec["loss"]),
         optimizer=registry.create("optimizers", spec["optimizer"]),

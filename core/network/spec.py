@@ -5,7 +5,7 @@ parameter is allocated, and reported as one line that names the file, the
 model, the layer and the key.  The key sets are fixed: a table's ``type``
 picks a registered class and its other keys are that class's attrs init
 fields, so no key can make Laminae import or run code.  Shapes are the one
-thing checked later, by building the network (see :mod:`laminae.builder`).
+thing checked later, by building the network (see :mod:`laminae.network.assembly`).
 """
 from __future__ import annotations
 
@@ -18,11 +18,10 @@ from typing import Any
 
 import attrs
 
-from laminae.errors import SpecError, location
+from laminae.errors import SpecError, did_you_mean, location
 from laminae.fields import hyperparameters, instantiate, key_of
-from laminae.model import TrainConfig
-from laminae.registry import Registry
-from laminae.errors import did_you_mean
+from laminae.registry import KINDS, Registry
+from laminae.validators import non_negative_int, positive_int
 
 SCHEMA_VERSION = 1
 """The only ``schema`` this version reads; a file without ``schema`` is read as 1."""
@@ -35,6 +34,18 @@ RESOLVED_KEYS = ("name", "description", "input", "layers", "loss", "optimizer", 
 
 INITIALIZER = "initializer"
 """The ``metadata={"laminae": ...}`` value that marks a field holding an initializer."""
+
+
+@attrs.define
+class TrainConfig:
+    """The ``[models.NAME.train]`` table; command-line flags override it key for key."""
+
+    dataset: str = attrs.field(default="mnist", validator=attrs.validators.instance_of(str))
+    epochs: int = attrs.field(default=1, validator=positive_int)
+    batch_size: int = attrs.field(default=32, validator=positive_int)
+    seed: int = attrs.field(default=0, validator=non_negative_int)
+    validation: int = attrs.field(default=0, validator=non_negative_int)
+    threads: int = attrs.field(default=1, validator=positive_int)
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -140,6 +151,31 @@ def check_keys(table: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
     for key in table:
         if key not in allowed:
             raise SpecError(f"unknown key {key!r}{did_you_mean(key, allowed)} (allowed: {', '.join(allowed)})")
+
+
+def named_types(spec: Mapping[str, Any], registry: Registry) -> list[tuple[str, str]]:
+    """Every ``(kind, registered name)`` a resolved spec uses, in spec order.
+
+    Each kind says where a spec names one (:attr:`laminae.registry.Kind.spec_key`);
+    initializers are named by the layer fields marked as taking one, or by
+    those fields' defaults.
+    """
+    found: list[tuple[str, str]] = []
+    named: list[tuple[str, Any]] = []
+    for kind, info in KINDS.items():
+        if info.spec_key is None:
+            continue
+        value: Any = spec
+        for part in info.spec_key.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        named += [(kind, item) for item in (value if isinstance(value, list) else [value])]
+    for layer in spec.get("layers", []):
+        cls = registry.classes["layers"].get(layer.get("type"))
+        for field in hyperparameters(cls) if cls is not None else ():
+            if field.metadata.get("laminae") == INITIALIZER:
+                named.append(("initializers", layer.get(key_of(field), field.default)))
+    found = [(kind, item.get("type") if isinstance(item, Mapping) else item) for kind, item in named]
+    return [(kind, name) for kind, name in found if isinstance(name, str)]
 
 
 def initializer_keys(cls: type) -> list[str]:

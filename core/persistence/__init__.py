@@ -1,0 +1,7 @@
+"""Floor 2, persistence: checkpoints (a model's parts and its training position
+in one ``.npz``, never pickled) and atomic file writes.  Imports the network
+floor and the plugin API."""
+from laminae.persistence.atomic import atomic_write
+from laminae.persistence.checkpoint import CHECKPOINT_FILE, Checkpoint, checkpoint_path, read, save
+
+__all__ = ["CHECKPOINT_FILE", "Checkpoint", "atomic_write", "checkpoint_path", "read", "save"]

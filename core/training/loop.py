@@ -1,0 +1,224 @@
+"""The training loop: seeded mini-batches, a NaN guard, graceful stops, checkpoints.
+
+Everything that decides which numbers come out (the batch order, the
+optimizer state, the parameters) lives in :class:`TrainingState` plus the
+checkpoint's arrays, so a run stopped after any batch and resumed gives the
+same weights, bit for bit, as one that never stopped.  The per-batch path is
+kept to the work itself: no dicts built, no strings formatted, no second
+forward pass for the training accuracy.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import numpy as np
+
+from laminae.errors import TrainingError, one_line
+from laminae.network.assembly import ModelParts
+from laminae.randomness import rng_from_state
+from laminae.registry import Registry
+from laminae.training import batches
+from laminae.training.data_checks import check_data
+from laminae.training.evaluation import evaluate
+from laminae.training.forked import ForkedStep, forking_works
+from laminae.training.metrics import EpochMetrics
+from laminae.training.progress import ProgressBar
+from laminae.training.rundir import RunDir
+from laminae.training.signals import GracefulStop
+from laminae.training.state import TrainingState
+from laminae.training.steps import Step, serial_step
+from laminae.training.threads import ThreadedStep
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+@attrs.define(kw_only=True)
+class FitOptions:
+    """The keyword options of ``fit``, the one place they are named and typed.
+
+    ``epochs``, ``batch_size``, ``seed`` and ``threads`` default to the
+    model's ``[train]`` table; ``seed`` here drives only the batch order (the
+    initial weights came from ``train.seed`` when the model was built).
+    ``threads`` above 1 trains that many slices of every mini-batch side by
+    side, in worker processes on Linux, on threads elsewhere: faster for conv
+    networks, deterministic, but not bit-identical to one.  ``progress``
+    shows a bar (default: when stderr is a terminal).  With ``run_dir``,
+    every epoch appends to ``metrics.csv`` and rewrites the checkpoint
+    ``model.npz``.  ``resume`` is a :class:`TrainingState` (returned by an
+    interrupted ``fit``, or read from a checkpoint) to continue exactly where
+    it stopped.  ``on_epoch`` is called with each finished epoch's metrics;
+    ``registry`` is the one whose plugins a checkpoint's versions name.
+    """
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    seed: int | None = None
+    threads: int | None = None
+    validation_data: Arrays | None = None
+    test_data: Arrays | None = None
+    progress: bool | None = None
+    run_dir: str | os.PathLike | None = None
+    resume: TrainingState | None = None
+    on_epoch: Callable[[EpochMetrics], None] | None = None
+    registry: Registry | None = None
+
+
+@attrs.define
+class TrainingResult:
+    """What ``fit`` returns: one :class:`EpochMetrics` per epoch it finished, and
+    whether a signal stopped it (then ``state`` resumes it: ``fit(..., resume=state)``)."""
+
+    history: list[EpochMetrics]
+    state: TrainingState
+    interrupted: bool = False
+    checkpoint: Path | None = None
+    stopped_by: str = ""
+    """The signal that stopped training early (``"SIGINT"``), if any."""
+
+
+def fit(parts: ModelParts, x: np.ndarray, y: np.ndarray, options: FitOptions | None = None) -> TrainingResult:
+    """Train ``parts`` in place on shuffled mini-batches; the same seed gives the
+    same weights to the bit.  Ctrl-C or SIGTERM stops after the current batch
+    and returns with ``interrupted`` set; a loss that becomes NaN or infinite
+    raises :class:`laminae.TrainingError`.  See :class:`FitOptions`."""
+    o = options if options is not None else FitOptions()
+    check_data(parts.network, x, y, "training data")
+    for name, data in (("validation data", o.validation_data), ("test data", o.test_data)):
+        if data is not None:
+            check_data(parts.network, *data, name)
+    config = parts.train_config
+    try:
+        if o.resume is None:
+            state = TrainingState(
+                epochs=config.epochs if o.epochs is None else o.epochs,
+                batch_size=config.batch_size if o.batch_size is None else o.batch_size,
+                seed=config.seed if o.seed is None else o.seed,
+                samples=len(x),
+                threads=config.threads if o.threads is None else o.threads,
+            )
+        else:
+            state = o.resume
+            _check_resumable(state, len(x), o.batch_size, o.seed, o.threads)
+            if o.epochs is not None:
+                state.epochs = o.epochs
+    except (TypeError, ValueError) as exc:
+        raise TrainingError(f"cannot train: {one_line(exc)}") from None
+    if state.rng_state is None:
+        state.rng_state = batches.shuffle_rng(state.seed).bit_generator.state
+    run = RunDir(Path(o.run_dir), parts, o.registry) if o.run_dir is not None else None
+    if run is not None:
+        run.start(state)
+    show = sys.stderr.isatty() if o.progress is None else o.progress
+    history: list[EpochMetrics] = []
+    # A loss that overflows is reported once, as a TrainingError naming the batch;
+    # numpy's warnings about the same overflow would only print ahead of it.
+    quiet_numpy = np.errstate(over="ignore", invalid="ignore", divide="ignore")
+    with _stepper(parts, state.threads, o.registry) as step, GracefulStop() as stop, quiet_numpy:
+        while not state.finished and not stop.requested:
+            if not _train_epoch(parts, x, y, state, stop, show, run, step):
+                break
+            row = EpochMetrics(
+                epoch=state.epoch + 1,
+                train_loss=state.loss_sum / state.seen,
+                train_accuracy=state.correct / state.seen,
+                val_accuracy=None if o.validation_data is None else evaluate(parts, *o.validation_data)[1],
+                test_accuracy=None if o.test_data is None else evaluate(parts, *o.test_data)[1],
+                seconds=state.seconds,
+            )
+            _next_epoch(state)
+            history.append(row)
+            if run is not None:
+                run.log(row)
+                run.save(state)
+            if o.on_epoch is not None:
+                o.on_epoch(row)
+        interrupted = stop.requested and not state.finished
+        if interrupted and run is not None:
+            run.save(state)
+    saved = run.checkpoint_file if run is not None else None
+    return TrainingResult(history, state, interrupted, saved, stop.signal_name if interrupted else "")
+
+
+def _stepper(parts: ModelParts, threads: int, registry: Registry | None) -> contextlib.AbstractContextManager[Step]:
+    """What runs forward and backward on each batch: on one thread, or split across ``threads``."""
+    if threads == 1:
+        return contextlib.nullcontext(functools.partial(serial_step, parts.network, parts.loss))
+    if forking_works():
+        return ForkedStep(parts, threads)
+    return ThreadedStep(parts, threads, registry)
+
+
+def _train_epoch(
+    parts: ModelParts,
+    x: np.ndarray,
+    y: np.ndarray,
+    state: TrainingState,
+    stop: GracefulStop,
+    show: bool,
+    run: RunDir | None,
+    step: Step,
+) -> bool:
+    """Run the rest of the current epoch; False if a signal stopped it early."""
+    params, grads, optimizer = parts.network.params, parts.network.grads, parts.optimizer
+    labels = y if y.ndim == 1 else y.argmax(axis=1)
+    rng = rng_from_state(state.rng_state)
+    order = batches.epoch_order(rng, len(x))
+    size = state.batch_size
+    count = batches.batch_count(len(x), size)
+    bar = ProgressBar(state.epoch + 1, state.epochs, count, state.batch) if show else None
+    loss_sum, correct, seen = state.loss_sum, state.correct, state.seen
+    started = time.perf_counter()
+    batch = state.batch
+    try:
+        while batch < count:
+            index = order[batch * size : (batch + 1) * size]
+            loss, hits = step(x[index], y[index], labels[index])
+            if not math.isfinite(loss):
+                raise TrainingError(
+                    f"the loss became {loss} at epoch {state.epoch + 1}, batch {batch + 1} of {count};"
+                    f" training stopped ({run.last_good() if run is not None else 'nothing was saved'})"
+                    " - try a lower learning rate"
+                )
+            correct += hits
+            optimizer.step(params, grads)
+            loss_sum += loss * len(index)
+            seen += len(index)
+            batch += 1
+            if bar is not None:
+                bar.step(loss_sum / seen, correct / seen)
+            if stop.requested:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    state.batch, state.loss_sum, state.correct, state.seen = batch, loss_sum, correct, seen
+    state.seconds += time.perf_counter() - started
+    if batch == count:
+        state.rng_state = rng.bit_generator.state
+    return batch == count
+
+
+def _next_epoch(state: TrainingState) -> None:
+    state.epoch += 1
+    state.batch, state.loss_sum, state.correct, state.seen, state.seconds = 0, 0.0, 0, 0, 0.0
+
+
+def _check_resumable(
+    state: TrainingState, samples: int, batch_size: int | None, seed: int | None, threads: int | None
+) -> None:
+    """Refuse what would make a resumed run differ from the one it continues."""
+    if samples != state.samples:
+        raise TrainingError(
+            f"cannot resume: the run trained on {state.samples} samples, this training set has {samples}"
+        )
+    for key, given in (("batch_size", batch_size), ("seed", seed), ("threads", threads)):
+        if given is not None and given != getattr(state, key):
+            raise TrainingError(f"cannot resume with {key} {given}: the run used {getattr(state, key)}")

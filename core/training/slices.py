@@ -1,0 +1,78 @@
+"""Data parallelism's arithmetic: cutting a batch into slices and combining their gradients.
+
+A conv network's step is mostly element-wise passes (ReLU, max-pool) that
+numpy runs on one core, so a second core sits idle however many threads
+the BLAS has.  With ``threads = 2`` each slice of the mini-batch runs
+forward and backward through its own copy of the network (layers cache
+what their backward needs, so two slices cannot share one layer object),
+and the slices' gradients are combined, weighted by their sizes, into the
+model's own gradients before the one optimizer step.
+
+Both ways of running slices share the functions here, so they give the
+same numbers bit for bit: worker processes (:mod:`~laminae.training.forked`,
+on Linux) and threads (:mod:`~laminae.training.threads`, elsewhere).  The
+result is deterministic (gradients are combined in slice order, whichever
+slice finishes first) but not bit-identical to ``threads = 1``, whose sums
+run in another order.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from laminae.errors import TrainingError
+from laminae.network.network import Network
+from laminae.protocols import Loss
+from laminae.training.steps import serial_step
+
+
+def slice_bounds(batch: int, parts: int) -> tuple[list[slice], list[float]]:
+    """The batch cut into ``parts`` near-equal slices (fewer if it is smaller),
+    and each slice's share of it: the weight of its gradients."""
+    bounds = np.linspace(0, batch, min(parts, batch) + 1).round().astype(int).tolist()
+    slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    return slices, [float(part.stop - part.start) / batch for part in slices]
+
+
+def weighted_slice_step(
+    network: Network, loss_fn: Loss, x: np.ndarray, y: np.ndarray, labels: np.ndarray, weight: float
+) -> tuple[float, int]:
+    """:func:`serial_step` on one slice, its gradients weighted by the slice's share of the batch."""
+    result = serial_step(network, loss_fn, x, y, labels)
+    weigh_gradients(network.grads, weight)
+    return result
+
+
+def weigh_gradients(
+    grads: dict[str, np.ndarray], weight: float, out: dict[str, np.ndarray] | None = None
+) -> None:
+    """Every gradient times its slice's weight, in place or into ``out``: the one
+    multiplication every kind of step shares, so that they agree bit for bit."""
+    for name, grad in grads.items():
+        np.multiply(grad, grad.dtype.type(weight), out=grad if out is None else out[name])
+
+
+def combine_slices(
+    grads: dict[str, np.ndarray],
+    other_grads: list[dict[str, np.ndarray]],
+    weights: list[float],
+    results: list[tuple[float, int]],
+) -> tuple[float, int]:
+    """Add the other slices' weighted gradients onto the first's, in slice order
+    (so the sums do not depend on which slice finished first), and the
+    batch's ``(mean loss, correct predictions)``."""
+    for name, grad in grads.items():
+        for other in other_grads:
+            grad += other[name]
+    loss = sum(weight * part_loss for weight, (part_loss, _) in zip(weights, results))
+    return loss, sum(correct for _, correct in results)
+
+
+def refuse_stateful_layers(network: Network, parts: int) -> None:
+    """A layer with state of its own (``state_dict``, such as a dropout's
+    generator) cannot be split: its replicas would draw from streams no
+    checkpoint records."""
+    stateful = network.stateful_layers()
+    if stateful:
+        raise TrainingError(
+            f"cannot train on {parts} threads: {network.layer_label(stateful[0])} keeps state of its own; use threads = 1"
+        )

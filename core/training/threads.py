@@ -1,0 +1,82 @@
+"""Data-parallel slices on threads: the fallback where worker processes cannot be forked.
+
+The slices' arithmetic is :mod:`~laminae.training.slices`'.  The BLAS is held
+to one thread meanwhile: two threads each starting a two-thread GEMM on two
+cores measured slower than one thread alone.
+"""
+from __future__ import annotations
+
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from laminae.network.assembly import ModelParts, assemble_resolved
+from laminae.registry import Registry, make_registry
+from laminae.training.slices import combine_slices, refuse_stateful_layers, slice_bounds, weighted_slice_step
+
+
+class ThreadedStep:
+    """:func:`~laminae.training.steps.serial_step` split over ``threads`` replicas;
+    use as a context manager.
+
+    The replicas are built from the model's spec and get the model's
+    parameters copied in before every step, so any layer works, even one
+    that keeps its own references to its arrays.  A layer with state of its
+    own (``state_dict``, such as a dropout's generator) is refused: its
+    replicas would draw from streams no checkpoint records.
+    """
+
+    def __init__(self, parts: ModelParts, threads: int, registry: Registry | None = None) -> None:
+        refuse_stateful_layers(parts.network, threads)
+        registry = registry or parts.registry or make_registry()
+        dtype = parts.network.dtype
+        twins = [assemble_resolved(parts.spec, registry, parts.name, dtype=dtype) for _ in range(threads - 1)]
+        self.networks = [parts.network, *(twin.network for twin in twins)]
+        self.losses = [parts.loss, *(twin.loss for twin in twins)]
+        self._stack = contextlib.ExitStack()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> ThreadedStep:
+        self._stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
+        self._pool = self._stack.enter_context(
+            ThreadPoolExecutor(len(self.networks) - 1, thread_name_prefix="laminae-step")
+        )
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+
+    def __call__(self, x: np.ndarray, y: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+        slices, weights = slice_bounds(len(x), len(self.networks))
+        numpy_errors = np.geterr()
+        futures = [
+            self._pool.submit(self._slice_step, replica, x[part], y[part], labels[part], weight, numpy_errors)
+            for replica, part, weight in zip(range(1, len(slices)), slices[1:], weights[1:])
+        ]
+        results = [self._slice_step(0, x[slices[0]], y[slices[0]], labels[slices[0]], weights[0], numpy_errors)]
+        results += [future.result() for future in futures]
+        other_grads = [self.networks[replica].grads for replica in range(1, len(slices))]
+        return combine_slices(self.networks[0].grads, other_grads, weights, results)
+
+    def _slice_step(
+        self,
+        replica: int,
+        x: np.ndarray,
+        y: np.ndarray,
+        labels: np.ndarray,
+        weight: float,
+        numpy_errors: dict[str, str],
+    ) -> tuple[float, int]:
+        """One slice on one replica: its gradients come out weighted by the slice's share
+        of the batch.  A replica first takes the model's current parameters (the
+        optimizer changes only the model's; it runs after every slice is done).
+        ``numpy_errors`` are the caller's ``np.geterr()``: numpy keeps them per
+        thread, and a worker thread would otherwise warn where the caller is silent."""
+        network, main = self.networks[replica], self.networks[0]
+        if replica:
+            for name, param in network.params.items():
+                np.copyto(param, main.params[name])
+        with np.errstate(**numpy_errors):
+            return weighted_slice_step(network, self.losses[replica], x, y, labels, weight)

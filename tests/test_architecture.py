@@ -1,0 +1,137 @@
+"""The package's floors hold: import-linter's contracts pass, the import graph has
+no cycles, and nothing dodges the rules with an import inside a function.
+
+import-linter (through grimp) reads the package from the first ``laminae`` on
+the path, and an editable install hides ``laminae.plugins`` from it (plugins/
+sits beside core/, not inside it).  So each check runs on a copy laid out as
+installed: ``laminae/`` from core/, ``laminae/plugins/`` from plugins/.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+OPTIONAL_DEPENDENCIES = {"matplotlib", "PIL", "pytest", "pooch", "requests"}
+"""Imported inside the functions that need them: a missing extra costs one
+line from :mod:`laminae.optional`, and a command that does not use them does
+not pay for importing them."""
+
+
+def installed_copy(tmp_path: Path) -> Path:
+    """core/ and plugins/ copied as they are installed, under ``tmp_path/laminae``."""
+    shutil.copytree(ROOT / "core", tmp_path / "laminae", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "plugins", tmp_path / "laminae" / "plugins", ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path
+
+
+def lint_imports(tree: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    command = [str(LINT_IMPORTS), "--no-cache", "--config", str(ROOT / "pyproject.toml")]
+    return subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_every_import_contract_is_kept(tmp_path):
+    result = lint_imports(installed_copy(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 3 kept, 0 broken." in result.stdout
+    assert "laminae.plugins" in _modules(tmp_path)  # the contracts saw the built-in plugins
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "contract"),
+    [
+        ("training/loop.py", "from laminae.model import Model", "core/ in floors"),
+        ("network/network.py", "from laminae.persistence import checkpoint", "core/ in floors"),
+        ("registry.py", "from laminae.network import Network", "core/ in floors"),
+        ("plugins/affine.py", "import laminae", "the built-in plugins import only the plugin API"),
+        ("training/forked.py", "import laminae.plugins.conv", "the core imports no built-in plugin"),
+    ],
+)
+def test_an_import_that_breaks_a_floor_fails_the_contracts(tmp_path, module, line, contract):
+    tree = installed_copy(tmp_path)
+    path = tree / "laminae" / module
+    path.write_text(path.read_text() + f"\n{line}  # a scratch change\n")
+    result = lint_imports(tree)
+    assert result.returncode == 1
+    broken = result.stdout.split("Broken contracts", 1)[1]
+    assert contract in broken
+
+
+def _modules(tree: Path) -> dict[str, list[str]]:
+    """Every module of the copied package and the modules of it that it imports (grimp's graph)."""
+    script = (
+        "import json, grimp\n"
+        "graph = grimp.build_graph('laminae', cache_dir=None)\n"
+        "print(json.dumps({m: sorted(graph.find_modules_directly_imported_by(m)) for m in graph.modules}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tree, env=env, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def test_the_import_graph_has_no_cycles(tmp_path):
+    graph = _modules(installed_copy(tmp_path))
+    assert len(graph) > 50
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for imported in graph[module]:
+            if state.get(imported) == "open":
+                cycle = path[path.index(imported):] + [imported]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if imported not in state:
+                visit(imported, [*path, imported])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def function_local_imports(source: Path, root: Path = ROOT) -> list[str]:
+    """``file:line module`` for each import statement inside a function body."""
+    found = []
+    tree = ast.parse(source.read_text(), str(source))
+    for function in ast.walk(tree):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(function):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            found += [f"{source.relative_to(root)}:{node.lineno} {name}" for name in names]
+    return found
+
+
+def test_no_import_hides_inside_a_function_except_optional_dependencies():
+    """Function-local imports are for optional dependencies and the CLI's lazy
+    subcommands only; anywhere else they would dodge the contracts above."""
+    sources = [p for folder in ("core", "plugins") for p in sorted((ROOT / folder).rglob("*.py"))]
+    offending = [
+        found
+        for source in sources
+        if "cli" not in source.relative_to(ROOT).parts
+        for found in function_local_imports(source)
+        if found.split()[-1].split(".")[0] not in OPTIONAL_DEPENDENCIES
+    ]
+    assert offending == []
+
+
+def test_the_function_local_import_check_can_fail(tmp_path):
+    scratch = tmp_path / "scratch.py"
+    scratch.write_text("import numpy\n\n\ndef f():\n    from laminae.model import Model\n    return Model\n")
+    assert function_local_imports(scratch, tmp_path) == ["scratch.py:5 laminae.model"]
