@@ -9,6 +9,7 @@ installed: ``laminae/`` from core/, ``laminae/plugins/`` from plugins/.
 from __future__ import annotations
 
 import ast
+import tomllib
 import json
 import os
 import shutil
@@ -135,3 +136,13 @@ def test_the_function_local_import_check_can_fail(tmp_path):
     scratch = tmp_path / "scratch.py"
     scratch.write_text("import numpy\n\n\ndef f():\n    from laminae.model import Model\n    return Model\n")
     assert function_local_imports(scratch, tmp_path) == ["scratch.py:5 laminae.model"]
+
+
+def test_the_wheel_lists_every_subpackage():
+    """setuptools installs only the packages pyproject.toml lists: a floor or
+    plugin helper folder left out would work from a checkout and be missing
+    from the wheel."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"laminae." + ".".join(p.parent.relative_to(ROOT / "core").parts) for p in (ROOT / "core").rglob("__init__.py")}
+    found |= {".".join(("laminae", "plugins", *p.parent.relative_to(ROOT / "plugins").parts)) for p in (ROOT / "plugins").rglob("__init__.py")}
+    assert {name.rstrip(".") for name in found} == listed
