@@ -7,12 +7,15 @@ and the layer, and adds them with :meth:`LaminaeError.located`.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import sys
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
 from laminae.errors import LaminaeError, SpecError, did_you_mean, one_line
+from laminae.validators import from_annotation
 
 
 def hyperparameters(cls: type) -> tuple[attrs.Attribute, ...]:
@@ -45,9 +48,39 @@ def instantiate(cls: type, options: Mapping[str, Any]) -> Any:
     for field, key in zip(fields, keys):
         if is_required(field) and key not in options:
             raise SpecError(f"missing required key {key!r}")
+    implied = implied_validators(cls)
     try:
+        for field, key in zip(fields, keys):
+            if key in options and field.name in implied:
+                implied[field.name](None, field, options[key])
         return cls(**options)
     except LaminaeError:
         raise
     except (TypeError, ValueError, ArithmeticError) as exc:
         raise SpecError(one_line(exc)) from exc
+
+
+@functools.cache
+def implied_validators(cls: type) -> dict[str, Callable[[Any, attrs.Attribute, Any], None]]:
+    """The validators that the type annotations of ``cls``'s fields imply, for the
+    fields without a validator or converter of their own: a plugin that writes
+    ``times: int = 2`` gets the same one-line errors as the built-ins."""
+    implied = {}
+    for field in hyperparameters(cls):
+        if field.validator is None and field.converter is None:
+            check = from_annotation(_annotation(cls, field))
+            if check is not None:
+                implied[field.name] = check
+    return implied
+
+
+def _annotation(cls: type, field: attrs.Attribute) -> Any:
+    """A field's annotation as an object; under ``from __future__ import annotations``
+    it is text, evaluated in the class's module as ``typing.get_type_hints``
+    would (None if it names something that module does not have)."""
+    if not isinstance(field.type, str):
+        return field.type
+    try:
+        return eval(field.type, vars(sys.modules[cls.__module__]))  # noqa: S307 - the plugin's own annotation
+    except Exception:  # noqa: BLE001 - a name imported only for type checkers
+        return None

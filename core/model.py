@@ -76,15 +76,18 @@ def build(
     source: str = "<dict>",
     name: str | None = None,
     train_overrides: Mapping[str, Any] | None = None,
+    dtype: str | None = None,
 ) -> Model:
     """Build one model from a resolved spec, a model table, or a whole document.
 
     A document (a dict with ``models``) needs ``name`` unless it holds one
     model; every model in it is validated and built before the wanted one is
     returned.  ``train_overrides`` are ``[train]`` keys merged over the
-    model's table before the network draws its parameters.
+    model's table before the network draws its parameters.  ``dtype``
+    (``"float32"``, the default, or ``"float64"``) replaces the spec's own
+    ``dtype``: the float type of the parameters and of every computation.
     """
-    parts = assemble(spec, registry=registry, source=source, name=name, train_overrides=train_overrides)
+    parts = assemble(spec, registry=registry, source=source, name=name, train_overrides=train_overrides, dtype=dtype)
     return Model.from_parts(parts)
 
 
@@ -94,9 +97,12 @@ def from_toml(
     *,
     registry: Registry | None = None,
     train_overrides: Mapping[str, Any] | None = None,
+    dtype: str | None = None,
 ) -> Model:
     """Build the model ``name`` of a TOML file, after validating every model in it."""
-    return build(read_toml(path), registry=registry, source=str(path), name=name, train_overrides=train_overrides)
+    return build(
+        read_toml(path), registry=registry, source=str(path), name=name, train_overrides=train_overrides, dtype=dtype
+    )
 
 
 def load(path: str | os.PathLike, *, registry: Registry | None = None) -> Model:

@@ -115,12 +115,19 @@ class Registry:
         installed = ", ".join(self.names(kind)) or "none"
         failed = [p for p in self.plugins if p.status == "failed"]
         hint = ""
+        other = self.kind_of(name)
+        if other is not None:
+            hint = f"; {name!r} is a registered {KINDS[other].word}, not a {KINDS[kind].word}"
         if failed:
-            hint = "; plugins that failed to load: " + ", ".join(f"{p.name} ({p.reason})" for p in failed)
+            hint += "; plugins that failed to load: " + ", ".join(f"{p.name} ({p.reason})" for p in failed)
         raise PluginError(
             f"unknown {KINDS[kind].word} type {name!r}{did_you_mean(name, self.classes[kind])}"
             f" (installed: {installed}){hint}"
         )
+
+    def kind_of(self, name: Any) -> str | None:
+        """The first kind under which ``name`` is registered, if any."""
+        return next((kind for kind in KINDS if isinstance(name, str) and name in self.classes[kind]), None)
 
     def name_of(self, kind: str, cls: type) -> str | None:
         """The registered name of ``cls``, for messages about objects built in Python."""

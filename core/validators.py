@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import types
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -86,3 +88,52 @@ def one_of(*choices: str) -> Callable[[Any, attrs.Attribute, Any], None]:
             raise ValueError(f"'{attribute.name}' must be one of {listed}, got {_shown(value)}")
 
     return check
+
+
+def string(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """A string."""
+    if not isinstance(value, str):
+        raise TypeError(f"'{attribute.name}' must be a string, got {_shown(value)}")
+
+
+def literal(*choices: Any) -> Callable[[Any, attrs.Attribute, Any], None]:
+    """One of fixed values of any type (``Literal[1, 2, "auto"]``), compared with their type."""
+
+    def check(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if not any(type(value) is type(choice) and value == choice for choice in choices):
+            listed = ", ".join(repr(c) for c in choices)
+            raise ValueError(f"'{attribute.name}' must be one of {listed}, got {_shown(value)}")
+
+    return check
+
+
+def optional(validator: Callable[[Any, attrs.Attribute, Any], None]) -> Callable[[Any, attrs.Attribute, Any], None]:
+    """None, or a value ``validator`` accepts."""
+
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value is not None:
+            validator(instance, attribute, value)
+
+    return check
+
+
+def from_annotation(annotation: Any) -> Callable[[Any, attrs.Attribute, Any], None] | None:
+    """The validator a field's type annotation implies, for fields that name no
+    validator of their own: ``int``, ``float``, ``bool``, ``str``, ``Literal[...]``
+    and any of them ``| None``.  None for every other annotation (``Any``, a
+    class, a union of several types): those stay the plugin's own to check."""
+    if annotation is int:
+        return integer()
+    if annotation is float:
+        return number()
+    if annotation is bool:
+        return boolean
+    if annotation is str:
+        return string
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return literal(*args)
+    if origin in (typing.Union, types.UnionType) and type(None) in args and len(args) == 2:
+        inner = from_annotation(next(arg for arg in args if arg is not type(None)))
+        return None if inner is None else optional(inner)
+    return None

@@ -49,7 +49,7 @@ def test_builtin_model_details(registry):
 def test_resolved_spec_is_json_and_rebuilds_the_same_model(registry):
     for name, spec in load_models(MODELS_TOML, registry=registry).items():
         again = json.loads(json.dumps(spec))
-        assert list(again) == ["name", "description", "input", "layers", "loss", "optimizer", "train"]
+        assert list(again) == ["name", "description", "input", "layers", "loss", "optimizer", "train", "dtype"]
         original = laminae.from_toml(MODELS_TOML, name, registry=registry)
         rebuilt = laminae.build(again, registry=registry)
         assert rebuilt.name == name and rebuilt.spec == original.spec

@@ -12,6 +12,7 @@ import argparse
 import attrs
 
 from laminae.cli import plugin_options, registry_from
+from laminae.errors import PluginError
 from laminae.fields import hyperparameters, is_required, key_of
 from laminae.registry import KINDS
 from laminae.network.spec import INITIALIZER, toml_text
@@ -29,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     registry = registry_from(args)
     if args.type is not None:
+        other = registry.kind_of(args.type)
+        if args.type not in registry.classes[args.kind] and other is not None:
+            raise PluginError(
+                f"{args.type!r} is not a {KINDS[args.kind].word} but a registered {KINDS[other].word}:"
+                f" laminae layers --kind {other} {args.type}"
+            )
         cls = registry.get(args.kind, args.type)
         print(f"{args.type} ({KINDS[args.kind].word}, from {registry.owner(args.kind, args.type)}): {summary_line(cls)}")
         fields = hyperparameters(cls)

@@ -18,15 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import numpy as np
 
 from laminae.errors import SpecError, did_you_mean, location, one_line
 from laminae.network.network import Network
 from laminae.network.spec import (
+    DTYPES,
     TOP_KEYS,
     TrainConfig,
     read_toml,
     resolve_document,
+    resolve_dtype,
     resolve_model,
     with_train_overrides,
 )
@@ -61,12 +62,14 @@ def assemble(
     source: str = "<dict>",
     name: str | None = None,
     train_overrides: Mapping[str, Any] | None = None,
+    dtype: Any = None,
 ) -> ModelParts:
     """One model's parts from a resolved spec, a model table, or a whole document.
 
     A document (a dict with ``models``) needs ``name`` unless it holds one
     model.  ``train_overrides`` are TrainConfig keys merged over the model's
-    ``[train]`` table before the network draws its parameters.
+    ``[train]`` table before the network draws its parameters; ``dtype``
+    (``"float32"`` or ``"float64"``) replaces the spec's own.
     """
     registry = registry if registry is not None else make_registry()
     if not isinstance(spec, Mapping):
@@ -74,13 +77,17 @@ def assemble(
     if any(key in spec for key in TOP_KEYS):
         models = assemble_document(spec, registry=registry, source=source)
         model = models[_pick(name, list(models), source)]
-        if not train_overrides:
+        if not train_overrides and dtype is None:
             return model
         resolved = model.spec
     else:
         name = _model_name(spec, name, source)
         resolved = resolve_model(name, spec, registry, source)
-    return assemble_resolved(with_train_overrides(resolved, train_overrides, registry, source), registry, source)
+    resolved = with_train_overrides(resolved, train_overrides, registry, source)
+    if dtype is not None:
+        with location(f"{source}: model {resolved['name']!r}"):
+            resolved["dtype"] = resolve_dtype(dtype)
+    return assemble_resolved(resolved, registry, source)
 
 
 def load_models(path: str | Path, *, registry: Registry | None = None) -> dict[str, dict[str, Any]]:
@@ -98,10 +105,8 @@ def assemble_document(
     return {name: assemble_resolved(spec, registry, source) for name, spec in resolved.items()}
 
 
-def assemble_resolved(
-    spec: Mapping[str, Any], registry: Registry, source: str = "<dict>", dtype: str | np.dtype = "float32"
-) -> ModelParts:
-    """The parts of a spec that :mod:`laminae.network.spec` has already validated (``dtype``: of its parameters)."""
+def assemble_resolved(spec: Mapping[str, Any], registry: Registry, source: str = "<dict>") -> ModelParts:
+    """The parts of a spec that :mod:`laminae.network.spec` has already validated."""
     layers = [registry.create("layers", layer) for layer in spec["layers"]]
     train = TrainConfig(**spec["train"])
     where = f"{source}: model {spec['name']!r}"
@@ -111,7 +116,7 @@ def assemble_resolved(
                 layers,
                 spec["input"],
                 seed=train.seed,
-                dtype=dtype,
+                dtype=spec.get("dtype", DTYPES[0]),
                 registry=registry,
                 names=[layer["type"] for layer in spec["layers"]],
             )

@@ -27,9 +27,12 @@ SCHEMA_VERSION = 1
 """The only ``schema`` this version reads; a file without ``schema`` is read as 1."""
 
 TOP_KEYS = ("schema", "models")
-MODEL_KEYS = ("description", "extends", "input", "layers", "loss", "optimizer", "train")
+MODEL_KEYS = ("description", "extends", "input", "layers", "loss", "optimizer", "train", "dtype")
 REQUIRED_MODEL_KEYS = ("input", "layers", "loss", "optimizer")
-RESOLVED_KEYS = ("name", "description", "input", "layers", "loss", "optimizer", "train")
+RESOLVED_KEYS = ("name", "description", "input", "layers", "loss", "optimizer", "train", "dtype")
+DTYPES = ("float32", "float64")
+"""The float types a model may compute in: float32 by default, float64 for
+gradient checks and comparisons against a float64 reference."""
 """The keys of a resolved spec: what checkpoints store and ``build`` accepts back."""
 
 INITIALIZER = "initializer"
@@ -94,6 +97,8 @@ def resolve_model(
         with location(where):
             table = _table(raw[key], key)
         parts[key] = _component(registry, kind, table, f"{where}, {key}")
+    with location(where):
+        dtype = resolve_dtype(raw.get("dtype", DTYPES[0]))
     with location(f"{where}, train"):
         train = raw.get("train", {})
         if not isinstance(train, Mapping):
@@ -106,6 +111,7 @@ def resolve_model(
         "layers": resolved_layers,
         **parts,
         "train": train,
+        "dtype": dtype,
     }
 
 
@@ -133,6 +139,15 @@ def resolve_train(table: Mapping[str, Any], registry: Registry) -> dict[str, Any
     config = instantiate(TrainConfig, table)
     registry.get("datasets", config.dataset)
     return attrs.asdict(config)
+
+
+def resolve_dtype(value: Any) -> str:
+    """``"float32"`` or ``"float64"`` (a numpy dtype object is taken too), or a one-line SpecError."""
+    name = value if isinstance(value, str) else getattr(value, "name", getattr(value, "__name__", value))
+    if name not in DTYPES:
+        listed = ", ".join(repr(d) for d in DTYPES)
+        raise SpecError(f"'dtype' must be one of {listed}, got {_shown(value)}")
+    return name
 
 
 def with_train_overrides(

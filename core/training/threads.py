@@ -31,8 +31,7 @@ class ThreadedStep:
     def __init__(self, parts: ModelParts, threads: int, registry: Registry | None = None) -> None:
         refuse_stateful_layers(parts.network, threads)
         registry = registry or parts.registry or make_registry()
-        dtype = parts.network.dtype
-        twins = [assemble_resolved(parts.spec, registry, parts.name, dtype=dtype) for _ in range(threads - 1)]
+        twins = [assemble_resolved(parts.spec, registry, parts.name) for _ in range(threads - 1)]
         self.networks = [parts.network, *(twin.network for twin in twins)]
         self.losses = [parts.loss, *(twin.loss for twin in twins)]
         self._stack = contextlib.ExitStack()
