@@ -8,7 +8,7 @@ so the innermost code only has to describe the problem itself.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 
@@ -63,12 +63,42 @@ class SpecError(LaminaeError):
     """A model specification (TOML or dict) that cannot be built."""
 
 
+class blamed_on:  # noqa: N801 - used as a statement, like contextlib's
+    """``with blamed_on(what, method):`` turns any exception but Laminae's own,
+    raised in the block, into :meth:`PluginError.raised_in` ``(what, method, exc)``.
+    ``what`` may be a callable, asked only on failure (naming a plugin takes a
+    registry look-up).  A class, not a generator: it runs once per batch."""
+
+    __slots__ = ("what", "method")
+
+    def __init__(self, what: str | Callable[[], str], method: str) -> None:
+        self.what, self.method = what, method
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, _tb: object) -> bool:
+        if exc is None or isinstance(exc, LaminaeError) or not isinstance(exc, Exception):
+            return False
+        what = self.what() if callable(self.what) else self.what
+        raise PluginError.raised_in(what, self.method, exc) from exc
+
+
 class ShapeError(LaminaeError):
     """A layer whose input shape does not fit."""
 
 
 class PluginError(LaminaeError):
-    """A plugin that failed to load, or an unknown registered name."""
+    """A plugin that failed to load, an unknown registered name, or an exception
+    raised inside a plugin's method (its traceback is the ``__cause__``)."""
+
+    @classmethod
+    def raised_in(cls, what: str, method: str, exc: BaseException) -> PluginError:
+        """``exc``, raised in ``what``'s ``method``, as one line that says where:
+        ``layer 1 (gelu, from plugin 'mine'): backward raised ValueError: ...``."""
+        error = cls(f"{what}: {method} raised {one_line(exc, with_type=True)}")
+        error.__cause__ = exc
+        return error
 
 
 class DataError(LaminaeError):

@@ -18,7 +18,7 @@ import numpy as np
 from laminae.network.assembly import ModelParts, assemble
 from laminae.network.spec import read_toml
 from laminae.persistence import checkpoint
-from laminae.errors import TrainingError
+from laminae.errors import TrainingError, blamed_on
 from laminae.registry import Registry
 from laminae.training.evaluation import evaluate
 from laminae.training.loop import FitOptions, TrainingResult, fit
@@ -60,7 +60,8 @@ class Model(ModelParts):
         outputs = self.network.predict(x)
         convert = getattr(self.loss, "probabilities", None)
         if convert is not None:
-            return convert(outputs)
+            with blamed_on(lambda: self.network.registry.describe("losses", self.loss), "probabilities"):
+                return convert(outputs)
         shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
         return shifted / shifted.sum(axis=1, keepdims=True)
 

@@ -102,6 +102,10 @@ class Registry:
         self.classes: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
         self.owners: dict[tuple[str, str], str] = {}
         self.plugins: list[PluginInfo] = []
+        self.refused: dict[tuple[str, str], list[str]] = {}
+        """Names a plugin wanted but another had taken: ``(kind, name) -> [refused plugins]``."""
+        self.notices: dict[str, None] = {}
+        """What a caller should warn about, once each: refused names that were used."""
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.classes[kind])
@@ -109,9 +113,17 @@ class Registry:
     def get(self, kind: str, name: str) -> type:
         """The class registered as ``name``, or a one-line error that helps."""
         try:
-            return self.classes[kind][name]
+            cls = self.classes[kind][name]
         except (KeyError, TypeError):
             pass
+        else:
+            for refused in self.refused.get((kind, name), ()):
+                notice = (
+                    f"{KINDS[kind].word} {name!r} comes from plugin {self.owner(kind, name)!r}: plugin {refused!r},"
+                    " which also registers it, was not loaded (see laminae plugins)"
+                )
+                self.notices[notice] = None
+            return cls
         installed = ", ".join(self.names(kind)) or "none"
         failed = [p for p in self.plugins if p.status == "failed"]
         hint = ""
@@ -124,6 +136,13 @@ class Registry:
             f"unknown {KINDS[kind].word} type {name!r}{did_you_mean(name, self.classes[kind])}"
             f" (installed: {installed}){hint}"
         )
+
+    def describe(self, kind: str, obj: object) -> str:
+        """``"loss 'quadratic' (from plugin 'laminae.plugins.losses')"``: one object, for messages."""
+        name = self.name_of(kind, type(obj))
+        if name is None:
+            return f"{KINDS[kind].word} {type(obj).__name__}"
+        return f"{KINDS[kind].word} {name!r} (from plugin {self.owner(kind, name)!r})"
 
     def kind_of(self, name: Any) -> str | None:
         """The first kind under which ``name`` is registered, if any."""
@@ -219,7 +238,7 @@ class _Loader:
             registrations = self._collect(name, plugin)
             if not registrations:
                 raise PluginError("registers nothing (no laminae hook in it registered a class)")
-            self._check_duplicates(registrations)
+            self._check_duplicates(name, registrations)
         except LaminaeError as err:
             info.status, info.reason = "failed", err.message
             if self.strict:
@@ -266,11 +285,14 @@ class _Loader:
             raise
         return found
 
-    def _check_duplicates(self, registrations: list[tuple[str, str, type]]) -> None:
-        for kind, reg_name, _cls in registrations:
-            owner = self.registry.owners.get((kind, reg_name))
-            if owner is not None:
-                raise PluginError(f"{KINDS[kind].word} {reg_name!r} is already registered by plugin {owner!r}")
+    def _check_duplicates(self, name: str, registrations: list[tuple[str, str, type]]) -> None:
+        taken = [(kind, reg_name) for kind, reg_name, _cls in registrations if (kind, reg_name) in self.registry.owners]
+        for key in taken:
+            self.registry.refused.setdefault(key, []).append(name)
+        if taken:
+            kind, reg_name = taken[0]
+            owner = self.registry.owners[taken[0]]
+            raise PluginError(f"{KINDS[kind].word} {reg_name!r} is already registered by plugin {owner!r}")
 
 
 def _validate(kind: str, name: Any, cls: Any) -> None:

@@ -102,18 +102,19 @@ def spec_with_troublemaker(worker: str) -> dict:
 
 
 @pytest.mark.parametrize(
-    "worker, message",
+    "worker, error, message",
     [
-        ("raise", r"^in worker process \d+ \(slice 2 of each batch\): RuntimeError: broken in a worker"
-                  r" \(raised at .*test_forked\.py:\d+\)$"),
-        ("die", r"^worker process \d+ \(slice 2 of each batch\) died: killed by SIGKILL$"),
+        ("raise", laminae.PluginError,
+         r"^layer 1 \(troublemaker, from plugin 'TroublemakerPlugin'\): forward raised RuntimeError:"
+         r" broken in a worker \(in worker process \d+ \(slice 2 of each batch\), raised at .*test_forked\.py:\d+\)$"),
+        ("die", laminae.TrainingError, r"^worker process \d+ \(slice 2 of each batch\) died: killed by SIGKILL$"),
     ],
 )
-def test_a_failing_worker_stops_training_with_one_line(worker, message):
+def test_a_failing_worker_stops_training_with_one_line(worker, error, message):
     registry = laminae.make_registry(plugins=[TroublemakerPlugin()], autoload=True)
     model = laminae.build(spec_with_troublemaker(worker), registry=registry)
     x, y = conv_data()
-    with pytest.raises(laminae.TrainingError, match=message):
+    with pytest.raises(error, match=message):
         model.fit(x, y, progress=False)
     assert no_children_left()
 
@@ -225,7 +226,7 @@ def test_a_step_that_failed_in_the_training_process_leaves_no_stale_reply():
     with forked.ForkedStep(model, 2) as step:
         FAILING["now"] = True
         try:
-            with pytest.raises(RuntimeError, match="own slice failed"):
+            with pytest.raises(laminae.PluginError, match="forward raised RuntimeError: the training process.s own slice failed"):
                 step(x[32:48], y[32:48], y[32:48])
         finally:
             FAILING["now"] = False

@@ -57,9 +57,48 @@ class RMSprop:
         pass
 
 
+@attrs.define(eq=False)
+class Buggy:
+    """Raises where told to."""
+
+    fails_in: Literal["nowhere", "training", "inference", "backward"] = "nowhere"
+    params: dict = attrs.field(init=False, factory=dict)
+    grads: dict = attrs.field(init=False, factory=dict)
+
+    def build(self, input_shape, ctx):
+        return input_shape
+
+    def forward(self, x, training):
+        if self.fails_in == ("training" if training else "inference"):
+            raise ValueError(f"{self.fails_in} forward is broken")
+        return x
+
+    def backward(self, dout):
+        if self.fails_in == "backward":
+            raise ZeroDivisionError("division by zero")
+        return dout
+
+
+@attrs.define(eq=False)
+class Flaky:
+    """A loss whose backward raises."""
+
+    def forward(self, output, target):
+        return 1.0
+
+    def backward(self):
+        raise KeyError("n")
+
+
 @laminae.hookimpl
 def register_layers(register):
     register("repeat", Repeat)
+    register("buggy", Buggy)
+
+
+@laminae.hookimpl
+def register_losses(register):
+    register("flaky", Flaky)
 
 
 @laminae.hookimpl
@@ -67,15 +106,38 @@ def register_optimizers(register):
     register("rmsprop", RMSprop)
 '''
 
+BROKEN = "import laminae\n\nraise ImportError('needs the missing package frobnicate')\n"
+TAKES_RELU = HEADER + '''
+@attrs.define(eq=False)
+class MyRelu:
+    params: dict = attrs.field(init=False, factory=dict)
+    grads: dict = attrs.field(init=False, factory=dict)
 
-def model_file(tmp_path, layer: str, extra: str = "") -> str:
+    def build(self, input_shape, ctx):
+        return input_shape
+
+    def forward(self, x, training):
+        return x
+
+    def backward(self, dout):
+        return dout
+
+
+@laminae.hookimpl
+def register_layers(register):
+    register("relu", MyRelu)
+'''
+
+
+def model_file(tmp_path, layer: str, extra: str = "", loss: str = "softmax_cross_entropy") -> str:
     path = tmp_path / "m.toml"
     path.write_text(textwrap.dedent(f"""\
         [models.m]
-        input = [4]
-        layers = [{layer}, {{ type = "affine", units = 3 }}]
-        loss = "softmax_cross_entropy"
+        input = [1, 28, 28]
+        layers = [{layer}, {{ type = "affine", units = 10 }}]
+        loss = "{loss}"
         optimizer = "sgd"
+        train = {{ dataset = "mnist-sample", epochs = 1, batch_size = 500 }}
         {extra}
     """))
     return str(path)
@@ -86,7 +148,7 @@ def plugins_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("LAMINAE_DISABLE_PLUGIN_AUTOLOAD", "1")
     folder = tmp_path / "plugins"
     folder.mkdir()
-    (folder / "repeat_plugin.py").write_text(REPEAT)
+    (folder / "mistakes.py").write_text(REPEAT)
     return str(folder)
 
 
@@ -121,7 +183,7 @@ def test_a_literal_annotation_is_a_list_of_choices(capsys, tmp_path, plugins_dir
 def test_a_well_typed_annotated_field_builds(capsys, tmp_path, plugins_dir):
     path = model_file(tmp_path, '{ type = "repeat", times = 3, mode = "interleave" }')
     assert main(["check", path, "--plugins-dir", plugins_dir]) == 0
-    assert "(4,) -> (3,)" in capsys.readouterr().out
+    assert "(1, 28, 28) -> (10,)" in capsys.readouterr().out
 
 
 def test_asking_for_an_optimizer_as_a_layer_points_to_its_kind(capsys, plugins_dir):
@@ -144,7 +206,7 @@ def test_a_model_declares_float64_in_toml(capsys, tmp_path):
     model = laminae.from_toml(path, "m")
     assert model.network.dtype == np.float64 and model.spec["dtype"] == "float64"
     assert all(p.dtype == np.float64 for p in model.network.params.values())
-    x = np.random.default_rng(0).random((8, 4))
+    x = np.random.default_rng(0).random((8, 1, 28, 28))
     model.fit(x, np.arange(8) % 3, epochs=1, batch_size=4, progress=False)
     assert laminae.build(model.spec).network.dtype == np.float64  # the resolved spec keeps it
 
@@ -163,3 +225,91 @@ def test_an_unsupported_dtype_is_one_line(capsys, tmp_path):
     path = model_file(tmp_path, '{ type = "relu" }', 'dtype = "float16"')
     err = one_line_error(capsys, "check", path)
     assert err == f"laminae check: error: {path}: model 'm': 'dtype' must be one of 'float32', 'float64', got 'float16' (str)"
+
+
+@pytest.mark.parametrize(
+    ("fails_in", "message"),
+    [
+        ("training", "forward raised ValueError: training forward is broken"),
+        ("backward", "backward raised ZeroDivisionError: division by zero"),
+        ("inference", "forward raised ValueError: inference forward is broken"),  # in the end-of-epoch evaluation
+    ],
+)
+def test_an_exception_in_a_layer_names_the_model_the_layer_and_the_plugin(capsys, tmp_path, plugins_dir, fails_in, message):
+    path = model_file(tmp_path, f'{{ type = "buggy", fails_in = "{fails_in}" }}')
+    err = one_line_error(capsys, "train", path, "m", "--plugins-dir", plugins_dir, "--quiet", "--out", tmp_path / "run")
+    assert err == f"laminae train: error: {path}: model 'm': layer 0 (buggy, from plugin 'mistakes'): {message}"
+
+
+def test_an_exception_in_a_loss_or_an_optimizer_is_located_too(capsys, tmp_path, plugins_dir):
+    path = model_file(tmp_path, '{ type = "relu" }', loss="flaky")
+    err = one_line_error(capsys, "train", path, "m", "--plugins-dir", plugins_dir, "--quiet", "--out", tmp_path / "run")
+    assert err == (
+        f"laminae train: error: {path}: model 'm': loss 'flaky' (from plugin 'mistakes'):"
+        " forward or backward raised KeyError: 'n'"
+    )
+
+
+def test_fit_raises_laminae_own_error_with_the_original_as_its_cause(tmp_path, plugins_dir):
+    registry = laminae.make_registry(plugins_dir=plugins_dir)
+    model = laminae.from_toml(model_file(tmp_path, '{ type = "buggy", fails_in = "backward" }'), "m", registry=registry)
+    x = np.zeros((4, 1, 28, 28), np.float32)
+    with pytest.raises(laminae.PluginError, match=r"^layer 0 \(buggy, from plugin 'mistakes'\): backward raised") as caught:
+        model.fit(x, np.arange(4), progress=False)
+    assert isinstance(caught.value.__cause__, ZeroDivisionError)
+
+
+def saved_buggy_model(tmp_path, plugins_dir) -> str:
+    registry = laminae.make_registry(plugins_dir=plugins_dir)
+    model = laminae.from_toml(model_file(tmp_path, '{ type = "buggy", fails_in = "inference" }'), "m", registry=registry)
+    return str(model.save(tmp_path / "buggy.npz"))
+
+
+def test_eval_and_predict_locate_a_plugin_exception(capsys, tmp_path, plugins_dir):
+    saved = saved_buggy_model(tmp_path, plugins_dir)
+    where = f"{saved}: model 'm': layer 0 (buggy, from plugin 'mistakes'): forward raised ValueError: inference forward is broken"
+    assert one_line_error(capsys, "eval", saved, "--plugins-dir", plugins_dir) == f"laminae eval: error: {where}"
+    image = tmp_path / "digit.npy"
+    np.save(image, np.zeros((28, 28), np.float32))
+    assert one_line_error(capsys, "predict", saved, image, "--plugins-dir", plugins_dir) == f"laminae predict: error: {where}"
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_the_full_traceback_is_one_flag_away(capsys, tmp_path, plugins_dir, monkeypatch, how):
+    saved = saved_buggy_model(tmp_path, plugins_dir)
+    flags = ["--traceback"] if how == "flag" else []
+    if how == "environment":
+        monkeypatch.setenv("LAMINAE_TRACEBACK", "1")
+    assert main([*flags, "eval", saved, "--plugins-dir", plugins_dir]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "mistakes.py" in err
+    assert 'raise ValueError(f"{self.fails_in} forward is broken")' in err  # the plugin's own line
+    assert err.splitlines()[-1].startswith("laminae eval: error: ")
+
+
+def test_every_failed_plugin_is_a_warning_where_models_are_built(capsys, tmp_path, plugins_dir):
+    folder = tmp_path / "plugins"
+    (folder / "broken.py").write_text(BROKEN)
+    path = model_file(tmp_path, '{ type = "relu" }')
+    assert main(["check", path, "--plugins-dir", str(folder)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("ok  m")
+    assert err == (
+        "laminae check: warning: plugin 'broken' failed to load: import failed:"
+        " ImportError: needs the missing package frobnicate (see laminae plugins)\n"
+    )
+    assert main(["layers", "--plugins-dir", str(folder)]) == 0  # listing plugins' types builds nothing: no warning
+    assert capsys.readouterr().err == ""
+
+
+def test_a_refused_duplicate_is_reported_where_its_name_is_used(capsys, tmp_path, plugins_dir):
+    folder = tmp_path / "plugins"
+    (folder / "takes_relu.py").write_text(TAKES_RELU)
+    refused = (
+        "laminae check: warning: layer 'relu' comes from plugin 'laminae.plugins.activations':"
+        " plugin 'takes_relu', which also registers it, was not loaded (see laminae plugins)"
+    )
+    assert main(["check", model_file(tmp_path, '{ type = "relu" }'), "--plugins-dir", str(folder)]) == 0
+    assert refused in capsys.readouterr().err.splitlines()
+    assert main(["check", model_file(tmp_path, '{ type = "sigmoid" }'), "--plugins-dir", str(folder)]) == 0
+    assert refused not in capsys.readouterr().err.splitlines()

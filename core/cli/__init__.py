@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -19,6 +21,7 @@ from laminae.errors import LaminaeError
 SUBCOMMANDS = ["check", "summary", "layers", "plugins", "train", "eval", "predict", "plot"]
 
 USER_ERROR = 2
+TRACEBACK_ENV = "LAMINAE_TRACEBACK"
 
 
 def plugin_options(parser: argparse.ArgumentParser) -> None:
@@ -27,11 +30,33 @@ def plugin_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block", metavar="NAME", action="append", default=[], help="do not load the plugin NAME (repeatable)")
 
 
-def registry_from(args: argparse.Namespace):
-    """The registry the options ask for; the one place the CLI makes one."""
+def registry_from(args: argparse.Namespace, *, builds_models: bool = True):
+    """The registry the options ask for; the one place the CLI makes one.
+
+    A command that builds or loads models warns, a line each, about the
+    plugins that failed to load: a model that does not name their types
+    would otherwise never show that they are missing.  The registry is kept
+    on ``args`` so that :func:`main` can warn about refused names it served.
+    """
     from laminae.registry import make_registry
 
-    return make_registry(plugins_dir=args.plugins_dir, block=args.block)
+    registry = make_registry(plugins_dir=args.plugins_dir, block=args.block)
+    if builds_models:
+        for info in registry.plugins:
+            if info.status == "failed":
+                warn(args, f"plugin {info.name!r} failed to load: {info.reason} (see laminae plugins)")
+    args.registry = registry
+    return registry
+
+
+def warn(args: argparse.Namespace, message: str) -> None:
+    print(f"laminae {args.command}: warning: {message}", file=sys.stderr)
+
+
+def _warn_refused_names(args: argparse.Namespace) -> None:
+    registry = getattr(args, "registry", None)
+    for notice in registry.notices if registry is not None else ():
+        warn(args, notice)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -44,6 +69,11 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="laminae", description="Declare, train and inspect numpy neural networks.")
     parser.add_argument("--version", action="version", version=f"laminae {__version__}")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help=f"with an error, print its full traceback too, for plugin authors (or set {TRACEBACK_ENV}=1)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:
         module = importlib.import_module(f"laminae.cli.{name}")
@@ -62,10 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
     except LaminaeError as err:
+        _warn_refused_names(args)
+        if args.traceback or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            traceback.print_exception(err)
         print(f"laminae {args.command}: error: {err}", file=sys.stderr)
         return USER_ERROR
     except KeyboardInterrupt:
         print(f"laminae {args.command}: interrupted", file=sys.stderr)
         return 130
+    _warn_refused_names(args)
+    return code

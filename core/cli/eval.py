@@ -9,6 +9,7 @@ import argparse
 
 from laminae.cli import plugin_options, registry_from
 from laminae.cli.train import data_dir_option, load_splits
+from laminae.errors import location
 
 HELP = "report the test loss and accuracy of a checkpoint"
 EXAMPLE = "laminae eval runs/quickstart-20240101-120000/model.npz"
@@ -23,11 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from laminae.model import load
+    from laminae.persistence.checkpoint import checkpoint_path
 
     registry = registry_from(args)
     model = load(args.checkpoint, registry=registry)
     test = load_splits(registry, args.dataset or model.train_config.dataset, args.data_dir).test
-    loss, accuracy = model.evaluate(test.x, test.y)
+    with location(f"{checkpoint_path(args.checkpoint)}: model {model.name!r}"):
+        loss, accuracy = model.evaluate(test.x, test.y)
     print(f"test loss: {loss:.4f}")
     print(f"test accuracy: {accuracy:.4f} ({round(accuracy * len(test))}/{len(test)})")
     return 0

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    registry = registry_from(args)
+    registry = registry_from(args, builds_models=False)
     if args.type is not None:
         other = registry.kind_of(args.type)
         if args.type not in registry.classes[args.kind] and other is not None:

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for info in registry_from(args).plugins:
+    for info in registry_from(args, builds_models=False).plugins:
         print(plugin_line(info))
     return 0
 

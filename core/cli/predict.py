@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from laminae.cli import plugin_options, registry_from
-from laminae.errors import DataError
+from laminae.errors import DataError, location
 
 HELP = "classify PNG images or .npy arrays with a checkpoint"
 EXAMPLE = "laminae predict runs/quickstart-20240101-120000 digit.png sample.npy"
@@ -26,11 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from laminae.model import load
+    from laminae.persistence.checkpoint import checkpoint_path
 
     model = load(args.checkpoint, registry=registry_from(args))
     shape = model.network.input_shape
     samples = np.stack([read_sample(Path(path), shape) for path in args.images])
-    probabilities = model.predict_proba(samples)
+    with location(f"{checkpoint_path(args.checkpoint)}: model {model.name!r}"):
+        probabilities = model.predict_proba(samples)
     for path, row in zip(args.images, probabilities):
         label = int(row.argmax())
         print(f"{path}: {label} ({row[label]:.4f})")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from laminae.cli import plugin_options, registry_from
-from laminae.errors import SpecError, location
+from laminae.errors import SpecError, blamed_on, location
 
 if TYPE_CHECKING:
     from laminae.model import Model
@@ -53,7 +53,9 @@ def load_splits(registry, dataset: str, data_dir: str | None, validation: int = 
     """The data set's splits, with ``validation`` training samples held out."""
     from laminae.data import data_roots
 
-    splits = registry.create("datasets", dataset).load(data_roots(data_dir))
+    plugin = registry.create("datasets", dataset)
+    with blamed_on(lambda: registry.describe("datasets", plugin), "load"):
+        splits = plugin.load(data_roots(data_dir))
     return splits.hold_out(validation, seed)
 
 

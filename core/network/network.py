@@ -1,13 +1,14 @@
 """A stack of layers with shapes inferred eagerly and parameters under stable names."""
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from math import prod
 
 import attrs
 import numpy as np
 
-from laminae.errors import location, one_line
+from laminae.errors import LaminaeError, PluginError, location, one_line
 from laminae.protocols import BuildContext, Layer, Shape
 from laminae.registry import Registry, make_registry
 
@@ -44,15 +45,16 @@ class Network:
         self.layers = list(layers)
         self.input_shape: Shape = tuple(int(n) for n in input_shape)
         self.dtype = np.dtype(dtype)
-        registry = registry if registry is not None else make_registry()
-        self.names = list(names) if names is not None else [_type_name(layer, registry) for layer in self.layers]
-        ctx = BuildContext(rng=np.random.default_rng(seed), dtype=self.dtype, registry=registry)
+        self.registry = registry if registry is not None else make_registry()
+        self.names = list(names) if names is not None else [_type_name(layer, self.registry) for layer in self.layers]
+        ctx = BuildContext(rng=np.random.default_rng(seed), dtype=self.dtype, registry=self.registry)
         self.shapes: list[Shape] = []
         shape = self.input_shape
         for index, layer in enumerate(self.layers):
             with location(self.layer_label(index)):
                 layer_ctx = attrs.evolve(ctx, input_grad=input_grad or index > 0)
-                shape = tuple(int(n) for n in layer.build(shape, layer_ctx))
+                declared = layer.build(shape, layer_ctx)
+            shape = self._checked_shape(index, declared)
             self.shapes.append(shape)
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
@@ -62,7 +64,18 @@ class Network:
                 self.grads[f"{index}.{name}"] = layer.grads[name]
         self.absorbed: list[int] = _absorb(self.layers) if fuse else []
         """Indexes of the layers whose work the next layer does (see :func:`_absorb`)."""
-        self._running = [layer for index, layer in enumerate(self.layers) if index not in self.absorbed]
+        self._running = [(index, layer) for index, layer in enumerate(self.layers) if index not in self.absorbed]
+
+    def _checked_shape(self, index: int, declared: object) -> Shape:
+        """What ``build`` returned, as a shape: a tuple (or list) of positive ints, else a one-line error."""
+        if isinstance(declared, (tuple, list)) and declared and all(
+            isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in declared
+        ):
+            return tuple(int(n) for n in declared)
+        raise PluginError(
+            f"{self.layer_label(index, plugin=True)}: build must return one sample's output shape,"
+            f" a tuple of positive integers, but returned {declared!r}"
+        )
 
     @property
     def output_shape(self) -> Shape:
@@ -73,17 +86,35 @@ class Network:
         return sum(p.size for p in self.params.values())
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """The layers' outputs in turn; an exception inside a layer comes out as one
+        :class:`~laminae.PluginError` naming the layer and its plugin."""
         x = np.asarray(x, dtype=self.dtype)
-        for layer in self._running:
-            x = layer.forward(x, training)
+        index = -1
+        try:
+            for index, layer in self._running:
+                x = layer.forward(x, training)
+        except LaminaeError:
+            raise
+        except Exception as exc:
+            raise self.plugin_failure(index, "forward", exc) from exc
         return x
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
         """Fill ``grads`` and return the gradient of the input, or None when the
         network was built without ``input_grad`` and its first layer skipped it."""
-        for layer in reversed(self._running):
-            dout = layer.backward(dout)
+        index = -1
+        try:
+            for index, layer in reversed(self._running):
+                dout = layer.backward(dout)
+        except LaminaeError:
+            raise
+        except Exception as exc:
+            raise self.plugin_failure(index, "backward", exc) from exc
         return dout
+
+    def plugin_failure(self, index: int, method: str, exc: BaseException) -> PluginError:
+        """``exc``, raised in layer ``index``'s ``method``, as the one-line error that locates it."""
+        return PluginError.raised_in(self.layer_label(index, plugin=True), method, exc)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """What layers keep besides parameters (a dropout's generator), under
@@ -116,13 +147,16 @@ class Network:
                     reason = one_line(exc, with_type=isinstance(exc, KeyError))
                     raise ValueError(f"{self.layer_label(index)}: state: {reason}") from None
 
-    def layer_label(self, index: int | str) -> str:
-        """``"layer 3 (dropout)"``, as every message about one layer begins; ``index``
+    def layer_label(self, index: int | str, *, plugin: bool = False) -> str:
+        """``"layer 3 (dropout)"``, as every message about one layer begins; with
+        ``plugin``, ``"layer 3 (dropout, from plugin 'laminae_extras')"``.  ``index``
         may also be the text before the dot of a stored name (``"3"`` of ``"3.W"``)."""
         index = str(index)
-        if index.isdigit() and int(index) < len(self.layers):
-            return f"layer {index} ({self.names[int(index)]})"
-        return f"layer {index} (not in the model)"
+        if not (index.isdigit() and int(index) < len(self.layers)):
+            return f"layer {index} (not in the model)"
+        name = self.names[int(index)]
+        owner = self.registry.owners.get(("layers", name)) if plugin else None
+        return f"layer {index} ({name}, from plugin {owner!r})" if owner else f"layer {index} ({name})"
 
     def inference_batch(self) -> int:
         """Samples per chunk when predicting or evaluating: as many as keep the

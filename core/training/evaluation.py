@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from laminae.errors import blamed_on
 from laminae.network.assembly import ModelParts
 from laminae.training.data_checks import check_data
 
@@ -16,6 +17,7 @@ def evaluate(parts: ModelParts, x: np.ndarray, y: np.ndarray) -> tuple[float, fl
     for start in range(0, len(x), chunk):
         stop = start + chunk
         output = parts.network.forward(x[start:stop], False)
-        total_loss += parts.loss.forward(output, y[start:stop]) * len(output)
+        with blamed_on(lambda: parts.network.registry.describe("losses", parts.loss), "forward"):
+            total_loss += parts.loss.forward(output, y[start:stop]) * len(output)
         correct += int(np.count_nonzero(output.argmax(axis=1) == labels[start:stop]))
     return total_loss / len(x), correct / len(x)

@@ -46,7 +46,8 @@ import attrs
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from laminae.errors import TrainingError
+from laminae import errors
+from laminae.errors import LaminaeError, TrainingError
 from laminae.network.assembly import ModelParts
 from laminae.training.slices import (
     combine_slices,
@@ -186,7 +187,7 @@ class ForkedStep:
     def _fail(self, worker: Worker, reply: bytes) -> NoReturn:
         """Raise what went wrong in ``worker``: its error, or its death (no reply)."""
         if reply:
-            raise TrainingError(f"in {worker.describe()}: {reply[1:].decode(errors='replace')}")
+            _raise_reply(worker, reply[1:].decode(errors="replace"))
         raise TrainingError(f"{worker.describe()} died: {_exit_reason(worker.pid)}")
 
     def _start_workers(self, capacity: Capacity) -> None:
@@ -274,12 +275,31 @@ def _serve(parts: ModelParts, shared: dict[str, np.ndarray], number: int, comman
             loss, correct = serial_step(network, parts.loss, x, y, labels)
             weigh_gradients(network.grads, weight, out=grads_out)
         except Exception as exc:  # noqa: BLE001 - reported to the training process, which raises it
-            where = traceback.extract_tb(exc.__traceback__)[-1]  # the traceback stays here: say where at least
-            text = f"{type(exc).__name__}: {exc} (raised at {where.filename}:{where.lineno})"
-            os.write(replies, (b"e" + text.encode())[:MESSAGE_BYTES])
+            os.write(replies, (b"e" + _error_text(exc).encode())[:MESSAGE_BYTES])
             continue
         shared[_slot(number, "result")][:] = (loss, correct)
         os.write(replies, b"d")
+
+
+def _error_text(exc: Exception) -> str:
+    """A worker's exception as its reply: ``"<Laminae error class>|<message>|<file:line>"``
+    for Laminae's own (a plugin's exception, located by the network), ``"|<type>: <message>|<file:line>"``
+    otherwise.  The traceback cannot cross the process boundary, so it says where at least."""
+    located = isinstance(exc, LaminaeError)
+    origin = exc.__cause__ if located and exc.__cause__ is not None else exc
+    frame = traceback.extract_tb(origin.__traceback__)[-1]
+    message = str(exc) if located else f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__ if located else ''}|{message}|{frame.filename}:{frame.lineno}"
+
+
+def _raise_reply(worker: Worker, reply: str) -> NoReturn:
+    """Raise in the training process what :func:`_error_text` reported from ``worker``."""
+    kind, _, rest = reply.partition("|")
+    message, _, where = rest.rpartition("|")
+    cls = getattr(errors, kind, None)
+    if isinstance(cls, type) and issubclass(cls, LaminaeError):
+        raise cls(f"{message} (in {worker.describe()}, raised at {where})")
+    raise TrainingError(f"in {worker.describe()}: {message} (raised at {where})")
 
 
 def _reap(pid: int, patience: float = 10.0) -> None:

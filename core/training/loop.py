@@ -21,7 +21,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 
-from laminae.errors import TrainingError, one_line
+from laminae.errors import TrainingError, blamed_on, one_line
 from laminae.network.assembly import ModelParts
 from laminae.randomness import rng_from_state
 from laminae.registry import Registry
@@ -188,7 +188,8 @@ def _train_epoch(
                     " - try a lower learning rate"
                 )
             correct += hits
-            optimizer.step(params, grads)
+            with blamed_on(lambda: parts.network.registry.describe("optimizers", optimizer), "step"):
+                optimizer.step(params, grads)
             loss_sum += loss * len(index)
             seen += len(index)
             batch += 1

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from laminae.errors import blamed_on
 from laminae.network.network import Network
 from laminae.protocols import Loss
 
@@ -24,7 +25,9 @@ def serial_step(network: Network, loss_fn: Loss, x: np.ndarray, y: np.ndarray, l
     The gradients are left in ``network.grads``; the optimizer step is the caller's.
     """
     output = network.forward(x, True)
-    loss = loss_fn.forward(output, y)
+    with blamed_on(lambda: network.registry.describe("losses", loss_fn), "forward or backward"):
+        loss = loss_fn.forward(output, y)
+        dout = loss_fn.backward()
     correct = int(np.count_nonzero(output.argmax(axis=1) == labels))
-    network.backward(loss_fn.backward())
+    network.backward(dout)
     return loss, correct
