@@ -30,15 +30,17 @@ class Repeat:
     mode: Literal["tile", "interleave"] = "tile"
     params: dict = attrs.field(init=False, factory=dict)
     grads: dict = attrs.field(init=False, factory=dict)
+    shape: tuple = attrs.field(init=False, default=())
 
     def build(self, input_shape, ctx):
-        return (input_shape[0] * self.times,)
+        self.shape = tuple(input_shape)
+        return (int(np.prod(input_shape)) * self.times,)
 
     def forward(self, x, training):
-        return np.tile(x, self.times)
+        return np.tile(x.reshape(len(x), -1), self.times)
 
     def backward(self, dout):
-        return dout.reshape(len(dout), self.times, -1).sum(axis=1)
+        return dout.reshape(len(dout), self.times, -1).sum(axis=1).reshape(len(dout), *self.shape)
 
 
 @attrs.define(eq=False)
@@ -90,10 +92,39 @@ class Flaky:
         raise KeyError("n")
 
 
+@attrs.define(eq=False)
+class Scale:
+    """Scales each feature by a learned weight, with the mistake it is told to make."""
+
+    mistake: Literal["none", "unfilled", "rebound", "wrong_shape", "no_shape"] = "none"
+    params: dict = attrs.field(init=False, factory=dict)
+    grads: dict = attrs.field(init=False, factory=dict)
+    x: object = attrs.field(init=False, default=None)
+
+    def build(self, input_shape, ctx):
+        self.params = {"w": np.ones(input_shape, ctx.dtype)}
+        self.grads = {"w": np.zeros(input_shape, ctx.dtype)}
+        if self.mistake == "no_shape":
+            return None
+        return (5,) if self.mistake == "wrong_shape" else input_shape
+
+    def forward(self, x, training):
+        self.x = x
+        return x * self.params["w"]
+
+    def backward(self, dout):
+        if self.mistake == "rebound":
+            self.grads["w"] = (dout * self.x).sum(axis=0)
+        elif self.mistake != "unfilled":
+            self.grads["w"][...] = (dout * self.x).sum(axis=0)
+        return dout * self.params["w"]
+
+
 @laminae.hookimpl
 def register_layers(register):
     register("repeat", Repeat)
     register("buggy", Buggy)
+    register("scale", Scale)
 
 
 @laminae.hookimpl
@@ -183,7 +214,7 @@ def test_a_literal_annotation_is_a_list_of_choices(capsys, tmp_path, plugins_dir
 def test_a_well_typed_annotated_field_builds(capsys, tmp_path, plugins_dir):
     path = model_file(tmp_path, '{ type = "repeat", times = 3, mode = "interleave" }')
     assert main(["check", path, "--plugins-dir", plugins_dir]) == 0
-    assert "(1, 28, 28) -> (10,)" in capsys.readouterr().out
+    assert "(1, 28, 28) -> (10,)" in capsys.readouterr().out  # tried on two samples, both modes
 
 
 def test_asking_for_an_optimizer_as_a_layer_points_to_its_kind(capsys, plugins_dir):
@@ -313,3 +344,45 @@ def test_a_refused_duplicate_is_reported_where_its_name_is_used(capsys, tmp_path
     assert refused in capsys.readouterr().err.splitlines()
     assert main(["check", model_file(tmp_path, '{ type = "sigmoid" }'), "--plugins-dir", str(folder)]) == 0
     assert refused not in capsys.readouterr().err.splitlines()
+
+
+MISTAKES = {
+    "unfilled": "backward never wrote grads['w'] (write every element, in place)",
+    "rebound": (
+        "backward replaced grads['w'] with a new array instead of writing into it (grads['w'][...] = ...):"
+        " the optimizer would never see it"
+    ),
+    "wrong_shape": "forward returned shape (2, 1, 28, 28) for 2 samples of shape (5,)",
+}
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+@pytest.mark.parametrize("command", ["check", "train"])
+def test_check_and_train_catch_a_broken_layer_contract(capsys, tmp_path, plugins_dir, mistake, command):
+    path = model_file(tmp_path, f'{{ type = "scale", mistake = "{mistake}" }}')
+    argv = ["check", path] if command == "check" else ["train", path, "m", "--quiet", "--out", tmp_path / "run"]
+    err = one_line_error(capsys, *argv, "--plugins-dir", plugins_dir)
+    assert err == f"laminae {command}: error: {path}: model 'm': layer 0 (scale, from plugin 'mistakes'): {MISTAKES[mistake]}"
+    assert not (tmp_path / "run" / "model.npz").exists()  # caught before the first batch
+
+
+def test_fit_catches_a_broken_layer_contract_before_the_first_batch(tmp_path, plugins_dir):
+    registry = laminae.make_registry(plugins_dir=plugins_dir)
+    model = laminae.from_toml(model_file(tmp_path, '{ type = "scale", mistake = "rebound" }'), "m", registry=registry)
+    before = {k: v.copy() for k, v in model.network.params.items()}
+    with pytest.raises(laminae.PluginError, match=r"^layer 0 \(scale, from plugin 'mistakes'\): backward replaced"):
+        model.fit(np.zeros((4, 1, 28, 28), np.float32), np.arange(4), progress=False)
+    assert all(np.array_equal(before[k], v) for k, v in model.network.params.items())
+
+
+def test_a_correct_layer_passes_the_probe(capsys, tmp_path, plugins_dir):
+    assert main(["check", model_file(tmp_path, '{ type = "scale" }'), "--plugins-dir", plugins_dir]) == 0
+
+
+def test_build_must_return_a_shape(capsys, tmp_path, plugins_dir):
+    path = model_file(tmp_path, '{ type = "scale", mistake = "no_shape" }')
+    err = one_line_error(capsys, "summary", path, "m", "--plugins-dir", plugins_dir)
+    assert err == (
+        f"laminae summary: error: {path}: model 'm', layer 0 (scale, from plugin 'mistakes'):"
+        " build must return one sample's output shape, a tuple of positive integers, but returned None"
+    )

@@ -1,11 +1,17 @@
-"""``laminae check FILE``: validate and build every model of a file, one line each."""
+"""``laminae check FILE``: validate, build and try every model of a file, one line each.
+
+Every spec is validated first; then the models are built one at a time,
+each tried on two random samples in training and in inference mode
+(:func:`laminae.network.probe.probe`) and let go before the next.
+"""
 from __future__ import annotations
 
 import argparse
 
 from laminae.cli import plugin_options, registry_from
+from laminae.errors import location
 
-HELP = "validate every model in a TOML file and show its size and shapes"
+HELP = "validate every model in a TOML file, try it on two samples and show its size and shapes"
 EXAMPLE = "laminae check models.toml"
 
 
@@ -15,14 +21,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from laminae.network import assemble_document, read_toml
+    from laminae.network import assemble_resolved, read_toml
+    from laminae.network.probe import probe
+    from laminae.network.spec import resolve_document
 
-    models = assemble_document(read_toml(args.file), registry=registry_from(args), source=args.file)
-    width = max(len(name) for name in models)
-    for name, model in models.items():
-        net = model.network
+    registry = registry_from(args)
+    specs = resolve_document(read_toml(args.file), registry, args.file)
+    width = max(len(name) for name in specs)
+    for name, spec in specs.items():
+        net = assemble_resolved(spec, registry, args.file).network
+        with location(f"{args.file}: model {name!r}"):
+            probe(net, training=True)
+            probe(net, training=False)
         print(
             f"ok  {name:<{width}}  {len(net.layers)} layers, {net.num_params:,} params,"
-            f" {net.input_shape} -> {net.output_shape}"
+            f" {net.input_shape} -> {net.output_shape}",
+            flush=True,
         )
     return 0

@@ -64,7 +64,9 @@ class Network:
                 self.grads[f"{index}.{name}"] = layer.grads[name]
         self.absorbed: list[int] = _absorb(self.layers) if fuse else []
         """Indexes of the layers whose work the next layer does (see :func:`_absorb`)."""
-        self._running = [(index, layer) for index, layer in enumerate(self.layers) if index not in self.absorbed]
+        self.running = [(index, layer) for index, layer in enumerate(self.layers) if index not in self.absorbed]
+        """``(index, layer)`` of the layers forward and backward run, in order."""
+        self.input_grad = input_grad
 
     def _checked_shape(self, index: int, declared: object) -> Shape:
         """What ``build`` returned, as a shape: a tuple (or list) of positive ints, else a one-line error."""
@@ -91,7 +93,7 @@ class Network:
         x = np.asarray(x, dtype=self.dtype)
         index = -1
         try:
-            for index, layer in self._running:
+            for index, layer in self.running:
                 x = layer.forward(x, training)
         except LaminaeError:
             raise
@@ -104,7 +106,7 @@ class Network:
         network was built without ``input_grad`` and its first layer skipped it."""
         index = -1
         try:
-            for index, layer in reversed(self._running):
+            for index, layer in reversed(self.running):
                 dout = layer.backward(dout)
         except LaminaeError:
             raise

@@ -23,6 +23,7 @@ import numpy as np
 
 from laminae.errors import TrainingError, blamed_on, one_line
 from laminae.network.assembly import ModelParts
+from laminae.network.probe import probe
 from laminae.randomness import rng_from_state
 from laminae.registry import Registry
 from laminae.training import batches
@@ -113,6 +114,7 @@ def fit(parts: ModelParts, x: np.ndarray, y: np.ndarray, options: FitOptions | N
         raise TrainingError(f"cannot train: {one_line(exc)}") from None
     if state.rng_state is None:
         state.rng_state = batches.shuffle_rng(state.seed).bit_generator.state
+    probe(parts.network, training=False)  # a plugin's broken contract, named before the first batch
     run = RunDir(Path(o.run_dir), parts, o.registry) if o.run_dir is not None else None
     if run is not None:
         run.start(state)
