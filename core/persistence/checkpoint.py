@@ -104,6 +104,7 @@ def read(path: str | os.PathLike, *, registry: Registry | None = None) -> Checkp
     optimizer_state = {k.removeprefix(OPTIM): v for k, v in arrays.items() if k.startswith(OPTIM)}
     layer_state = {k.removeprefix(LAYER): v for k, v in arrays.items() if k.startswith(LAYER)}
     problems = [f"unexpected array {k!r}" for k in unexpected] + parameter_problems(parts.network, params)
+    problems += layer_state_problems(parts.network, layer_state)
     problems += optimizer_state_problems(parts.network, optimizer_state)
     if problems:
         raise CheckpointError(f"{path}: " + "; ".join(problems))
@@ -141,6 +142,27 @@ def parameter_problems(network: Network, stored: Mapping[str, np.ndarray]) -> li
     return problems
 
 
+def layer_state_problems(network: Network, stored: Mapping[str, np.ndarray]) -> list[str]:
+    """What keeps ``stored`` from being the layers' state, held against what the
+    freshly built layers' own ``state_dict()`` holds: names, dtypes and shapes,
+    but for bytes (a 1-D uint8 array, such as a generator stored with
+    :func:`laminae.randomness.rng_to_array`), whose length may vary."""
+    expected = network.state_dict()
+    problems = []
+    for name in sorted(stored.keys() | expected.keys(), key=_param_order):
+        index, _, key = name.partition(".")
+        where = network.layer_label(index)
+        if name not in expected:
+            problems.append(f"{where}: unexpected state {key!r}")
+        elif name not in stored:
+            problems.append(f"{where}: state {key!r} is missing")
+        elif stored[name].dtype != expected[name].dtype:
+            problems.append(f"{where}: state {key!r} holds {stored[name].dtype}, expected {expected[name].dtype}")
+        elif stored[name].shape != expected[name].shape and not (_is_bytes(stored[name]) and _is_bytes(expected[name])):
+            problems.append(f"{where}: state {key!r} has shape {stored[name].shape}, expected {expected[name].shape}")
+    return problems
+
+
 def optimizer_state_problems(network: Network, state: Mapping[str, np.ndarray]) -> list[str]:
     """What makes a stored optimizer state unusable by ``network``.
 
@@ -165,6 +187,10 @@ def optimizer_state_problems(network: Network, state: Mapping[str, np.ndarray]) 
         elif slash and not np.issubdtype(array.dtype, np.floating):
             problems.append(f"optimizer state {key!r} holds {array.dtype}, not floating-point numbers")
     return problems
+
+
+def _is_bytes(array: np.ndarray) -> bool:
+    return array.dtype == np.uint8 and array.ndim == 1
 
 
 def _param_order(name: str) -> tuple[int, str]:
