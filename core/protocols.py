@@ -29,15 +29,33 @@ class Layer(Protocol):
     what this layer's own ``forward`` cached, and writes the gradients of its
     parameters into ``grads`` under the same names as ``params``.
 
+    ``backward`` writes into the arrays of ``grads`` in place, every element
+    of them: the network and the optimizer hold those very arrays, and a new
+    array bound under a name is never seen.
+
     A layer that keeps state which is not a parameter but decides later
-    numbers (a dropout's random generator) may also have ``state_dict()``
-    and ``load_state_dict(state)``, as an optimizer does: a flat dict of
-    numeric arrays, saved in checkpoints so that a resumed run continues
-    exactly.  :func:`laminae.randomness.rng_to_array` stores a generator.
+    numbers (a dropout's random generator, a batch norm's running averages)
+    may also have ``state_dict()`` and ``load_state_dict(state)``, as an
+    optimizer does: a flat dict of numeric arrays, saved in checkpoints so
+    that a resumed run continues exactly, and checked on load against a
+    fresh layer's ``state_dict()``.  :func:`laminae.randomness.rng_to_array`
+    stores a generator.  To train in slices (``threads`` above 1) such a
+    layer also needs ``combine_states(states, weights) -> state``: after
+    every step it gets each slice's ``state_dict()`` (its own first) and
+    each slice's share of the batch, and returns the state to load (running
+    averages: their weighted mean).
+
     A layer may also have ``absorb(previous) -> bool``, called once when a
-    network is built: True means it will compute the parameter-free
-    ``previous`` layer's function itself, bit for bit, and the network skips
-    ``previous`` (a max-pool absorbs a ReLU before it).  Building binds a
+    network is built: True means it takes over the parameter-free
+    ``previous`` layer, with the same outputs and gradients bit for bit, and
+    the network no longer calls ``previous`` itself.  The built-in max-pool
+    takes over a layer whose class states ``commutes_with_max = True`` in its
+    own body, meaning that max-pooling its output gives the same numbers as
+    running it on the max-pooled input, gradients included (the ReLU states
+    it).  The pool then runs that layer's own ``forward`` on the pooled
+    output and its ``backward`` on the incoming gradient, so no plugin
+    imports another.  A subclass is not taken over unless it states the
+    marker again.  Building binds a
     layer object to its network (its place in it, what it absorbed): a layer
     object serves the network that built it last.
     """

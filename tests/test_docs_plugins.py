@@ -85,12 +85,13 @@ def test_the_tutorial_builds_the_whole_example_package():
 
 
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.lang == "toml"], ids=lambda b: f"line {b.line}")
-def test_toml_block(block):
+def test_toml_block(block, tmp_path):
     doc = tomllib.loads(block.text)
     if "models" in doc:
         import laminae_extras
 
-        registry = laminae.make_registry(plugins=[laminae_extras], autoload=False)
+        lay_out(tmp_path, len(FILES))
+        registry = laminae.make_registry(plugins=[laminae_extras], plugins_dir=tmp_path / "my_plugins", autoload=False)
         assert assemble_document(doc, registry=registry, source=f"docs/plugins.md:{block.line}")
     elif block.file and block.file.endswith("pyproject.toml"):
         assert doc["project"]["entry-points"]["laminae"] == {"extras": "laminae_extras"}

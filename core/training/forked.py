@@ -51,7 +51,8 @@ from laminae.errors import LaminaeError, TrainingError
 from laminae.network.assembly import ModelParts
 from laminae.training.slices import (
     combine_slices,
-    refuse_stateful_layers,
+    combine_states,
+    refuse_uncombinable_state,
     slice_bounds,
     weigh_gradients,
     weighted_slice_step,
@@ -129,11 +130,12 @@ class ForkedStep:
     step starts new ones), so no reply is ever left unread."""
 
     def __init__(self, parts: ModelParts, workers: int) -> None:
-        refuse_stateful_layers(parts.network, workers)
+        refuse_uncombinable_state(parts.network, workers)
         self.parts, self.workers = parts, workers
         self.started: list[Worker] = []
         self._shared: SharedArrays | None = None
         self._capacity: Capacity | None = None
+        self._state_names: list[str] = []
 
     def __enter__(self) -> ForkedStep:
         self._limits = threadpool_limits(limits=1, user_api="blas")  # inherited by the workers
@@ -161,6 +163,8 @@ class ForkedStep:
         shared, network = self._shared.arrays, self.parts.network
         for name, param in network.params.items():
             np.copyto(shared[f"param/{name}"], param)
+        for name, value in network.state_dict().items():
+            np.copyto(shared[f"state/{name}"], value)
         working = list(zip(self.started, slices[1:], weights[1:]))
         for worker, part, weight in working:
             count = part.stop - part.start
@@ -182,6 +186,12 @@ class ForkedStep:
             {name: shared[_slot(worker.slice_number, f"grad/{name}")] for name in network.grads}
             for worker, _, _ in working
         ]
+        if self._state_names:
+            other_states = [
+                {name: shared[_slot(worker.slice_number, f"state/{name}")] for name in self._state_names}
+                for worker, _, _ in working
+            ]
+            combine_states(network, [network.state_dict(), *other_states], weights)
         return combine_slices(network.grads, other_grads, weights, results)
 
     def _fail(self, worker: Worker, reply: bytes) -> NoReturn:
@@ -194,12 +204,16 @@ class ForkedStep:
         self._stop_workers()
         network = self.parts.network
         layout = {f"param/{name}": (p.shape, p.dtype) for name, p in network.params.items()}
+        state = {name: np.asarray(value) for name, value in network.state_dict().items()}
+        self._state_names = list(state)
+        layout.update((f"state/{name}", (value.shape, value.dtype)) for name, value in state.items())
         for number in range(2, self.workers + 1):
             layout[_slot(number, "x")] = ((capacity.rows, *capacity.x[0]), capacity.x[1])
             layout[_slot(number, "y")] = ((capacity.rows, *capacity.y[0]), capacity.y[1])
             layout[_slot(number, "labels")] = ((capacity.rows,), capacity.labels)
             layout[_slot(number, "result")] = ((2,), np.dtype(np.float64))
             layout.update((_slot(number, f"grad/{name}"), (g.shape, g.dtype)) for name, g in network.grads.items())
+            layout.update((_slot(number, f"state/{name}"), (v.shape, v.dtype)) for name, v in state.items())
         try:
             self._shared, self._capacity = SharedArrays(layout), capacity
             for number in range(2, self.workers + 1):
@@ -261,6 +275,7 @@ def _serve(parts: ModelParts, shared: dict[str, np.ndarray], number: int, comman
     """A worker's loop: one slice per command, until told to leave or the command pipe closes."""
     network = parts.network
     grads_out = {name: shared[_slot(number, f"grad/{name}")] for name in network.grads}
+    state_names = list(network.state_dict())
     while True:
         command = os.read(commands, COMMAND.size)
         if len(command) < COMMAND.size:
@@ -271,9 +286,13 @@ def _serve(parts: ModelParts, shared: dict[str, np.ndarray], number: int, comman
         for name, param in network.params.items():
             np.copyto(param, shared[f"param/{name}"])
         try:
+            if state_names:  # the state the step starts from, copied: a layer may keep what it is given
+                network.load_state_dict({name: shared[f"state/{name}"].copy() for name in state_names})
             x, y, labels = (shared[_slot(number, key)][:count] for key in ("x", "y", "labels"))
             loss, correct = serial_step(network, parts.loss, x, y, labels)
             weigh_gradients(network.grads, weight, out=grads_out)
+            for name, value in network.state_dict().items():
+                np.copyto(shared[_slot(number, f"state/{name}")], value)
         except Exception as exc:  # noqa: BLE001 - reported to the training process, which raises it
             os.write(replies, (b"e" + _error_text(exc).encode())[:MESSAGE_BYTES])
             continue

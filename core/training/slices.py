@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from laminae.errors import TrainingError
+from laminae.errors import TrainingError, blamed_on
 from laminae.network.network import Network
 from laminae.protocols import Loss
 from laminae.training.steps import serial_step
@@ -67,12 +67,31 @@ def combine_slices(
     return loss, sum(correct for _, correct in results)
 
 
-def refuse_stateful_layers(network: Network, parts: int) -> None:
-    """A layer with state of its own (``state_dict``, such as a dropout's
-    generator) cannot be split: its replicas would draw from streams no
-    checkpoint records."""
-    stateful = network.stateful_layers()
-    if stateful:
-        raise TrainingError(
-            f"cannot train on {parts} threads: {network.layer_label(stateful[0])} keeps state of its own; use threads = 1"
-        )
+def refuse_uncombinable_state(network: Network, parts: int) -> None:
+    """A layer with state of its own (``state_dict``) is split only if it says how
+    its slices' states combine (``combine_states``): a dropout's generator
+    cannot be, its copies would draw from streams no checkpoint records."""
+    for index in network.stateful_layers():
+        if not callable(getattr(network.layers[index], "combine_states", None)):
+            raise TrainingError(
+                f"cannot train on {parts} threads: {network.layer_label(index, plugin=True)} keeps state of its own"
+                " and has no combine_states method; use threads = 1"
+            )
+
+
+def state_snapshot(network: Network) -> dict[str, np.ndarray]:
+    """The layers' state, copied: what every slice starts a step from (the
+    first slice changes the network's own state while the others start)."""
+    return {name: np.array(value, copy=True) for name, value in network.state_dict().items()}
+
+
+def combine_states(network: Network, slice_states: list[dict[str, np.ndarray]], weights: list[float]) -> None:
+    """Hand each stateful layer its slices' states after a step (``"<index>.<key>"``
+    names, in slice order, the network's own first) and the slices' shares of
+    the batch, and load the state its ``combine_states`` returns."""
+    for index in network.stateful_layers():
+        prefix = f"{index}."
+        per_slice = [{k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)} for state in slice_states]
+        layer = network.layers[index]
+        with blamed_on(network.layer_label(index, plugin=True), "combine_states"):
+            layer.load_state_dict(layer.combine_states(per_slice, weights))

@@ -14,7 +14,14 @@ from threadpoolctl import threadpool_limits
 
 from laminae.network.assembly import ModelParts, assemble_resolved
 from laminae.registry import Registry, make_registry
-from laminae.training.slices import combine_slices, refuse_stateful_layers, slice_bounds, weighted_slice_step
+from laminae.training.slices import (
+    combine_slices,
+    combine_states,
+    refuse_uncombinable_state,
+    slice_bounds,
+    state_snapshot,
+    weighted_slice_step,
+)
 
 
 class ThreadedStep:
@@ -24,12 +31,14 @@ class ThreadedStep:
     The replicas are built from the model's spec and get the model's
     parameters copied in before every step, so any layer works, even one
     that keeps its own references to its arrays.  A layer with state of its
-    own (``state_dict``, such as a dropout's generator) is refused: its
-    replicas would draw from streams no checkpoint records.
+    own (``state_dict``) starts every step from the model's, and the slices'
+    states are combined after it (``combine_states``); one without that
+    method (a dropout's generator) is refused.
     """
 
     def __init__(self, parts: ModelParts, threads: int, registry: Registry | None = None) -> None:
-        refuse_stateful_layers(parts.network, threads)
+        refuse_uncombinable_state(parts.network, threads)
+        self.stateful = bool(parts.network.stateful_layers())
         registry = registry or parts.registry or make_registry()
         twins = [assemble_resolved(parts.spec, registry, parts.name) for _ in range(threads - 1)]
         self.networks = [parts.network, *(twin.network for twin in twins)]
@@ -50,14 +59,17 @@ class ThreadedStep:
     def __call__(self, x: np.ndarray, y: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
         slices, weights = slice_bounds(len(x), len(self.networks))
         numpy_errors = np.geterr()
+        start = state_snapshot(self.networks[0]) if self.stateful else None
         futures = [
-            self._pool.submit(self._slice_step, replica, x[part], y[part], labels[part], weight, numpy_errors)
+            self._pool.submit(self._slice_step, replica, x[part], y[part], labels[part], weight, numpy_errors, start)
             for replica, part, weight in zip(range(1, len(slices)), slices[1:], weights[1:])
         ]
-        results = [self._slice_step(0, x[slices[0]], y[slices[0]], labels[slices[0]], weights[0], numpy_errors)]
+        results = [self._slice_step(0, x[slices[0]], y[slices[0]], labels[slices[0]], weights[0], numpy_errors, None)]
         results += [future.result() for future in futures]
-        other_grads = [self.networks[replica].grads for replica in range(1, len(slices))]
-        return combine_slices(self.networks[0].grads, other_grads, weights, results)
+        used = self.networks[: len(slices)]
+        if self.stateful:
+            combine_states(used[0], [network.state_dict() for network in used], weights)
+        return combine_slices(used[0].grads, [network.grads for network in used[1:]], weights, results)
 
     def _slice_step(
         self,
@@ -67,15 +79,19 @@ class ThreadedStep:
         labels: np.ndarray,
         weight: float,
         numpy_errors: dict[str, str],
+        start: dict[str, np.ndarray] | None,
     ) -> tuple[float, int]:
         """One slice on one replica: its gradients come out weighted by the slice's share
         of the batch.  A replica first takes the model's current parameters (the
-        optimizer changes only the model's; it runs after every slice is done).
+        optimizer changes only the model's; it runs after every slice is done),
+        and the layers' state the step started from (``start``).
         ``numpy_errors`` are the caller's ``np.geterr()``: numpy keeps them per
         thread, and a worker thread would otherwise warn where the caller is silent."""
         network, main = self.networks[replica], self.networks[0]
         if replica:
             for name, param in network.params.items():
                 np.copyto(param, main.params[name])
+            if start is not None:
+                network.load_state_dict({name: value.copy() for name, value in start.items()})
         with np.errstate(**numpy_errors):
             return weighted_slice_step(network, self.losses[replica], x, y, labels, weight)
