@@ -16,11 +16,11 @@ import attrs
 import laminae
 from laminae.data import DatasetSplits, ImageDataset, make_split
 from laminae.errors import DataError
-from laminae.plugins.download import fetch, mirror_list, mirror_urls
-from laminae.plugins.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
-from laminae.plugins.mnist_pickle import read_mnist_pickle
+from laminae.plugins.data_files.download import fetch, mirror_list, mirror_urls
+from laminae.plugins.data_files.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+from laminae.plugins.data_files.mnist_pickle import read_mnist_pickle
 from laminae.plugins.mnist_sample import MnistSample
-from laminae.plugins.npz import read_keras_layout
+from laminae.plugins.data_files.keras_npz import read_keras_layout
 from laminae.validators import boolean
 
 IMAGE_SHAPE = (28, 28)

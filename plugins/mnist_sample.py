@@ -13,7 +13,7 @@ import attrs
 
 from laminae.data import DatasetSplits, ImageDataset
 from laminae.errors import DataError
-from laminae.plugins.npz import read_keras_layout
+from laminae.plugins.data_files.keras_npz import read_keras_layout
 
 SAMPLE_FILE = "mnist_sample.npz"
 
@@ -23,7 +23,7 @@ class MnistSample(ImageDataset):
     """5,000 training and 1,000 test MNIST digits; ignores the data roots."""
 
     def read(self, roots: list[Path]) -> DatasetSplits:
-        resource = files("laminae.plugins") / SAMPLE_FILE
+        resource = files("laminae.plugins.data_files") / SAMPLE_FILE
         try:
             with resource.open("rb") as stream:
                 train, test = read_keras_layout(stream, str(resource), 10, (28, 28))

@@ -14,7 +14,7 @@ from laminae.buffers import Recycler
 from laminae.plugins.pool import Pool
 from laminae.testing import check_layer
 
-from . import loop_reference as ref
+from laminae.plugins.reference import loops as ref
 
 
 def small_normal(shape, fan_in, fan_out, rng, dtype):
@@ -311,7 +311,7 @@ def test_col2im_adds_with_a_buffer_no_longer_than_its_rows_and_restores_numpys(m
 
 
 def test_col2im_restores_numpys_buffer_size_when_an_add_fails():
-    from laminae.plugins.im2col import col2im
+    from laminae.plugins.windows.im2col import col2im
 
     cols = np.ones((1, 1, 4, 1, 3, 16))
     dx = np.zeros((4, 1, 3, 15))  # one column short: the add cannot broadcast
@@ -333,7 +333,7 @@ def test_col2im_restores_numpys_buffer_size_when_an_add_fails():
     ],
 )
 def test_contiguous_run_counts_the_innermost_stretch(array, run):
-    from laminae.plugins.im2col import _contiguous_run
+    from laminae.plugins.windows.im2col import _contiguous_run
 
     assert _contiguous_run(array.shape, array.strides, array.itemsize) == run
 
@@ -421,7 +421,7 @@ def test_conformance_kit(layer, shape, registry):
 
 
 def test_col2im_of_an_empty_batch_adds_nothing():
-    from laminae.plugins.im2col import col2im, kernel_offsets
+    from laminae.plugins.windows.im2col import col2im, kernel_offsets
 
     dx = np.zeros((0, 2, 5, 5))
     col2im(np.zeros((3, 3, 0, 2, 3, 3)), dx, kernel_offsets((5, 5), (3, 3), 3, 1, 0))

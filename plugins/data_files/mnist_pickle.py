@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from laminae.errors import DataError, one_line
-from laminae.plugins.gzipped import read_bytes
+from laminae.plugins.data_files.gzipped import read_bytes
 
 
 def _numpy_internal(name: str) -> Any:
