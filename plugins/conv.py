@@ -10,7 +10,8 @@ import numpy as np
 
 import laminae
 from laminae.buffers import Recycler, scratch
-from laminae.plugins.windows.im2col import Window, col2im, im2col, kernel_offsets, window_output_hw
+from laminae.plugins.windows.geometry import Window, kernel_offsets, window_output_hw
+from laminae.plugins.windows.im2col import col2im, im2col
 from laminae.validators import boolean, non_negative_int, positive_int
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 import laminae
 from laminae.buffers import Recycler, memory_order, scratch_like
-from laminae.plugins.windows.im2col import Window, kernel_offsets, window_output_hw
+from laminae.plugins.windows.geometry import Window, kernel_offsets, window_output_hw
 from laminae.validators import one_of, positive_int
 
 

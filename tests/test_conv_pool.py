@@ -421,7 +421,8 @@ def test_conformance_kit(layer, shape, registry):
 
 
 def test_col2im_of_an_empty_batch_adds_nothing():
-    from laminae.plugins.windows.im2col import col2im, kernel_offsets
+    from laminae.plugins.windows.geometry import kernel_offsets
+    from laminae.plugins.windows.im2col import col2im
 
     dx = np.zeros((0, 2, 5, 5))
     col2im(np.zeros((3, 3, 0, 2, 3, 3)), dx, kernel_offsets((5, 5), (3, 3), 3, 1, 0))
