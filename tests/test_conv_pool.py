@@ -10,6 +10,7 @@ from laminae.plugins import conv as conv_module
 from laminae.plugins import pool as pool_module
 from laminae.plugins.activations import ReLU
 from laminae.plugins.conv import Conv
+from laminae.plugins.gemm import skinny
 from laminae.buffers import Recycler
 from laminae.plugins.pool import Pool
 from laminae.testing import check_layer
@@ -92,7 +93,7 @@ def test_conv_split_gemms_match_loop_reference(monkeypatch, batch, shape, filter
         used.append(next(pieces for pieces in (3, 2, 1) if length % pieces == 0))
         return used[-1]
 
-    monkeypatch.setattr(conv_module, "_chunks", split)
+    monkeypatch.setattr(skinny, "piece_count", split)
     rng = np.random.default_rng(12)
     layer = make_conv(filters, size, stride=stride, pad=pad, bias=bias)
     build(layer, shape)
@@ -112,12 +113,12 @@ def test_conv_split_gemms_match_loop_reference(monkeypatch, batch, shape, filter
 
 
 def test_conv_splits_only_skinny_gemms():
-    assert conv_module._chunks(6 * 26, 50176, 512, 500_000) == 16
-    assert conv_module._chunks(30 * 26, 57600, 512, 500_000) == 1
-    assert conv_module._chunks(30 * 26, 57600, 1024, 500_000) > 1
-    assert conv_module._chunks(16 * 151, 6400, 1024, 500_000) == 1
-    assert conv_module._chunks(6, 10, 512, 500_000) == 1
-    assert conv_module._chunks(6, 10, 512, 1) == 10  # never more pieces than columns
+    assert skinny.piece_count(6 * 26, 50176, 512, 500_000) == 16
+    assert skinny.piece_count(30 * 26, 57600, 512, 500_000) == 1
+    assert skinny.piece_count(30 * 26, 57600, 1024, 500_000) > 1
+    assert skinny.piece_count(16 * 151, 6400, 1024, 500_000) == 1
+    assert skinny.piece_count(6, 10, 512, 500_000) == 1
+    assert skinny.piece_count(6, 10, 512, 1) == 10  # never more pieces than columns
 
 
 @pytest.mark.parametrize("mode", ["max", "avg"])
