@@ -4,8 +4,9 @@ relu      forward  out = max(x, 0)            backward  dx = dout * (x > 0)
 sigmoid   forward  out = 1 / (1 + exp(-x))    backward  dx = dout * out * (1 - out)
 
 Each caches exactly what its backward needs: the ReLU its mask, the sigmoid
-its output.  The numpy lines below are the formulas; there is no separate
-loop reference.
+its output.  The same element by element: ``relu_forward``,
+``relu_backward``, ``sigmoid_forward`` and ``sigmoid_backward`` in
+``laminae.plugins.reference.loops``, which the tests hold these layers to.
 """
 from __future__ import annotations
 
