@@ -14,7 +14,7 @@ from math import prod
 
 import numpy as np
 
-from laminae.plugins.conv import CHUNK_WORK, _chunks
+from laminae.plugins.gemm.skinny import PIECE_WORK, piece_count
 
 GEMM_LAYERS = ("conv", "affine")
 
@@ -64,7 +64,7 @@ def gemm_seconds(shapes: list[tuple[int, int, int]], matmul=None, repeats: int =
     under a step that does nothing else.  Each shape is timed as the best
     of ``repeats`` runs of its fastest form: by default numpy's np.matmul,
     plain or cut into stacked pieces along a long side (the conv layer's
-    trick for skinny products, see ``laminae.plugins.conv``), so that the
+    trick for skinny products, see ``laminae.plugins.gemm.skinny``), so that the
     floor is one Laminae could reach; or ``matmul(a, b, out)``, such as
     PyTorch's (:func:`torch_matmul`), plain."""
     rng = np.random.default_rng(0)
@@ -79,11 +79,11 @@ def gemm_seconds(shapes: list[tuple[int, int, int]], matmul=None, repeats: int =
 def _numpy_forms(a: np.ndarray, b: np.ndarray) -> list:
     """Ways numpy can compute ``a @ b``: plain, and stacked pieces along ``n``
     or along ``k`` (summed) when the product is long enough to cut, as many
-    as the conv layer's own :func:`~laminae.plugins.conv._chunks` would cut."""
+    as the conv layer's own :func:`~laminae.plugins.gemm.skinny.piece_count` would cut."""
     (m, k), n = a.shape, b.shape[1]
     out = np.empty((m, n), np.float32)
     forms = [lambda: np.matmul(a, b, out=out)]
-    along_n, along_k = _chunks(m * k, n, m * k, CHUNK_WORK), _chunks(m * n, k, m * n, CHUNK_WORK)
+    along_n, along_k = piece_count(m * k, n, m * k, PIECE_WORK), piece_count(m * n, k, m * n, PIECE_WORK)
     if along_n > 1:
         by_n = np.empty((along_n, m, n // along_n), np.float32)
         b_pieces_n = b.reshape(k, along_n, -1).transpose(1, 0, 2)

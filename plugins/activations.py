@@ -1,11 +1,21 @@
-"""Element-wise nonlinearities, each caching exactly what its backward pass needs."""
+"""Element-wise nonlinearities: no parameters, the output has the input's shape.
+
+relu      forward  out = max(x, 0)            backward  dx = dout * (x > 0)
+sigmoid   forward  out = 1 / (1 + exp(-x))    backward  dx = dout * out * (1 - out)
+
+Each caches exactly what its backward needs: the ReLU its mask, the sigmoid
+its output.  The same element by element: ``relu_forward``,
+``relu_backward``, ``sigmoid_forward`` and ``sigmoid_backward`` in
+``laminae.plugins.reference.loops``, which the tests hold these layers to.
+"""
 from __future__ import annotations
 
 import attrs
 import numpy as np
 
-import laminae
 from laminae.buffers import Recycler, memory_order, scratch_like
+from laminae.hookspecs import hookimpl
+from laminae.protocols import BuildContext, Shape
 
 
 @attrs.define(eq=False)
@@ -19,13 +29,22 @@ class ReLU:
     input's dtype multiplies faster in isolation, but its four times larger
     footprint cost as much again inside a training step (measured)."""
 
+    commutes_with_max = True
+    """Max-pooling this layer's output gives the same numbers as running it
+    on the max-pooled input, gradients included, bit for bit: a window's
+    first maximum is the same before and after the ReLU when it is
+    positive, and a window at or below zero gets no gradient either way.
+    So a max-pool right after it may run it on its smaller output
+    (``laminae.plugins.pool``).  A subclass that computes something else
+    is never absorbed unless it states this again in its own body."""
+
     params: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
     grads: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
     _mask: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
     _outputs: Recycler = attrs.field(init=False, factory=Recycler, repr=False)
     _input_grads: Recycler = attrs.field(init=False, factory=Recycler, repr=False)
 
-    def build(self, input_shape: tuple[int, ...], ctx: laminae.BuildContext) -> tuple[int, ...]:
+    def build(self, input_shape: Shape, ctx: BuildContext) -> Shape:
         return tuple(input_shape)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
@@ -48,7 +67,7 @@ class Sigmoid:
     grads: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
     _out: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
 
-    def build(self, input_shape: tuple[int, ...], ctx: laminae.BuildContext) -> tuple[int, ...]:
+    def build(self, input_shape: Shape, ctx: BuildContext) -> Shape:
         return tuple(input_shape)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
@@ -62,7 +81,7 @@ class Sigmoid:
         return dout * self._out * (1 - self._out)
 
 
-@laminae.hookimpl
+@hookimpl
 def register_layers(register):
     register("relu", ReLU)
     register("sigmoid", Sigmoid)

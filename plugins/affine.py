@@ -1,4 +1,12 @@
-"""The fully connected layer, ``y = x W + b``."""
+"""The fully connected layer: every output is a weighted sum of every input.
+
+forward   out = x @ W + b                  (x: N x inputs, W: inputs x units)
+backward  dW = x.T @ dout,  db = dout summed over the batch,  dx = dout @ W.T
+
+Forward caches ``x`` for ``dW``.  The same in plain loops:
+``laminae.plugins.reference.loops.affine_forward`` and ``affine_backward``,
+which the tests hold this layer to.
+"""
 from __future__ import annotations
 
 from math import prod
@@ -7,7 +15,8 @@ from typing import Any
 import attrs
 import numpy as np
 
-import laminae
+from laminae.hookspecs import hookimpl
+from laminae.protocols import BuildContext, Shape
 from laminae.validators import boolean, positive_int
 
 
@@ -26,7 +35,7 @@ class Affine:
     _input_shape: tuple[int, ...] = attrs.field(init=False, default=(), repr=False)
     _input_grad: bool = attrs.field(init=False, default=True, repr=False)
 
-    def build(self, input_shape: tuple[int, ...], ctx: laminae.BuildContext) -> tuple[int, ...]:
+    def build(self, input_shape: Shape, ctx: BuildContext) -> Shape:
         fan_in = prod(input_shape)
         self._input_shape = tuple(input_shape)
         self._input_grad = ctx.input_grad
@@ -58,6 +67,6 @@ class Affine:
         return dx.reshape((len(dout), *self._input_shape))
 
 
-@laminae.hookimpl
+@hookimpl
 def register_layers(register):
     register("affine", Affine)

@@ -1,4 +1,10 @@
-"""Flattens each sample to one axis, for networks that spell the step out."""
+"""Flattens each sample to one axis, for networks that spell the step out.
+
+forward   out = x.reshape(N, -1)
+backward  dx = dout.reshape(x.shape)
+
+A reshape has no loops to spell out, so it has no loop reference.
+"""
 from __future__ import annotations
 
 from math import prod
@@ -6,7 +12,8 @@ from math import prod
 import attrs
 import numpy as np
 
-import laminae
+from laminae.hookspecs import hookimpl
+from laminae.protocols import BuildContext, Shape
 
 
 @attrs.define(eq=False)
@@ -17,7 +24,7 @@ class Flatten:
     grads: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
     _input_shape: tuple[int, ...] = attrs.field(init=False, default=(), repr=False)
 
-    def build(self, input_shape: tuple[int, ...], ctx: laminae.BuildContext) -> tuple[int, ...]:
+    def build(self, input_shape: Shape, ctx: BuildContext) -> Shape:
         self._input_shape = tuple(input_shape)
         return (prod(input_shape),)
 
@@ -28,6 +35,6 @@ class Flatten:
         return dout.reshape((len(dout), *self._input_shape))
 
 
-@laminae.hookimpl
+@hookimpl
 def register_layers(register):
     register("flatten", Flatten)

@@ -1,4 +1,7 @@
-"""Initial parameter values.
+"""Initial parameter values, drawn from the fan-in and fan-out of the layer.
+
+normal  N(mean, std²)           he      N(0, 2 / fan_in)
+xavier  N(0, 2 / (fan_in + fan_out))    zeros   0
 
 Every draw is made in float64 and then cast, so a float32 network and its
 float64 twin (the one the gradient checks use) start from the same numbers.
@@ -10,7 +13,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-import laminae
+from laminae.hookspecs import hookimpl
 from laminae.validators import non_negative_number, number
 
 
@@ -49,7 +52,7 @@ class Zeros:
         return np.zeros(shape, dtype=dtype)
 
 
-@laminae.hookimpl
+@hookimpl
 def register_initializers(register):
     register("normal", Normal)
     register("he", He)

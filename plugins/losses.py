@@ -1,4 +1,9 @@
-"""The two classic costs: fused softmax cross-entropy and Nielsen's quadratic cost.
+"""The two classic costs, each the mean over the batch of N samples.
+
+softmax_cross_entropy  forward  p = softmax(out);  loss = -mean(log p[target])
+                       backward (p - y) / N        (y: the one-hot targets)
+quadratic              forward  loss = sum((out - y)²) / 2N
+                       backward (out - y) / N
 
 Targets are integer class labels ``(N,)`` or one-hot rows ``(N, classes)``;
 both losses accept either, so a data set never has to know which loss follows.
@@ -8,7 +13,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-import laminae
+from laminae.hookspecs import hookimpl
 
 
 def one_hot(target: np.ndarray, classes: int, dtype: np.dtype) -> np.ndarray:
@@ -68,7 +73,7 @@ class Quadratic:
         return self._diff / len(self._diff)
 
 
-@laminae.hookimpl
+@hookimpl
 def register_losses(register):
     register("softmax_cross_entropy", SoftmaxCrossEntropy)
     register("quadratic", Quadratic)

@@ -1,26 +1,30 @@
-"""The ``mnist``, ``fashion-mnist`` and ``mnist-sample`` data sets.
+"""The ``mnist``, ``fashion-mnist`` and ``mnist-sample`` data sets: 28x28
+grey images of ten classes, loaded as float32 in [0, 1] with integer labels.
 
-MNIST and Fashion-MNIST share everything but their folder and mirrors: four
-IDX files, found in the first data root that has them all, or downloaded
-into the first root.  MNIST is also accepted in the two other forms people
-already have on disk (Keras' ``mnist.npz``, the classic ``mnist.pkl.gz``),
-so nobody has to download it again.
+A data set's ``read(roots)`` finds its files, decodes them, and hands the
+arrays to :func:`laminae.data.make_split`, which checks them (shapes, label
+range) and scales the pixels.  MNIST and Fashion-MNIST share everything but
+their folder and mirrors: four IDX files, found in the first data root that
+has them all, or downloaded into the first root.  MNIST is also accepted in
+the two other forms people already have on disk (Keras' ``mnist.npz``, the
+classic ``mnist.pkl.gz``), so nobody has to download it again.  The file
+formats and the downloader are in :mod:`laminae.plugins.data_files`.
 """
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import ClassVar
 
 import attrs
 
-import laminae
 from laminae.data import DatasetSplits, ImageDataset, make_split
 from laminae.errors import DataError
-from laminae.plugins.download import fetch, mirror_list, mirror_urls
-from laminae.plugins.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
-from laminae.plugins.mnist_pickle import read_mnist_pickle
-from laminae.plugins.mnist_sample import MnistSample
-from laminae.plugins.npz import read_keras_layout
+from laminae.hookspecs import hookimpl
+from laminae.plugins.data_files.download import fetch, mirror_list, mirror_urls
+from laminae.plugins.data_files.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+from laminae.plugins.data_files.keras_npz import read_keras_layout
+from laminae.plugins.data_files.mnist_pickle import read_mnist_pickle
 from laminae.validators import boolean
 
 IMAGE_SHAPE = (28, 28)
@@ -167,7 +171,28 @@ class FashionMnist(IdxDataset):
     default_mirrors = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
 
 
-@laminae.hookimpl
+SAMPLE_FILE = "mnist_sample.npz"
+"""In :mod:`laminae.plugins.data_files`; ``tools/make_mnist_sample.py`` regenerates it."""
+
+
+@attrs.define
+class MnistSample(ImageDataset):
+    """5,000 training and 1,000 test MNIST digits shipped inside the package:
+    the first of each split, as uint8, so that the quickstart, the examples
+    and the tests run with no files and no network.  Ignores the data roots."""
+
+    def read(self, roots: list[Path]) -> DatasetSplits:
+        resource = files("laminae.plugins.data_files") / SAMPLE_FILE
+        try:
+            with resource.open("rb") as stream:
+                train, test = read_keras_layout(stream, str(resource), CLASSES, IMAGE_SHAPE)
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise DataError(f"{resource}: cannot read the bundled sample ({reason}); reinstall laminae") from None
+        return DatasetSplits(train, test, CLASSES, "MNIST sample (5,000 + 1,000 digits, bundled)")
+
+
+@hookimpl
 def register_datasets(register):
     register("mnist", Mnist)
     register("fashion-mnist", FashionMnist)

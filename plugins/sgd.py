@@ -1,23 +1,25 @@
 """Stochastic gradient descent with optional momentum, Nesterov, weight decay
-and an inverse-time learning-rate decay."""
+and an inverse-time learning-rate decay.
+
+step   g = grad + weight_decay * w;  v = momentum * v + g
+       w -= lr_t * v   (Nesterov: lr_t * (g + momentum * v));  lr_t = lr / (1 + decay * t)
+"""
 from __future__ import annotations
 
 import attrs
 import numpy as np
 
-import laminae
+from laminae.hookspecs import hookimpl
 from laminae.validators import boolean, non_negative_number, number, positive_number
 
 
 @attrs.define(eq=False)
 class SGD:
-    """PyTorch's formulation, so that its results and ours can be compared:
-    ``v = momentum * v + g``; the step is ``lr * v`` (or ``lr * (g + momentum * v)``
-    with Nesterov), where ``g`` already includes ``weight_decay * w``.  With
-    ``decay``, step ``t`` (from 0) uses ``lr / (1 + decay * t)``, Caffe's "inv"
-    policy with power 1: without it, a LeNet wanders around 99% instead of
-    settling there.  The step count is part of the state, so a resumed run
-    continues the schedule."""
+    """PyTorch's formulation (the module docs), so that its results and ours
+    can be compared; the first step's velocity is its gradient.  ``decay``
+    is Caffe's "inv" policy with power 1, step ``t`` counted from 0: without
+    it, a LeNet wanders around 99% instead of settling there.  The step
+    count is part of the state, so a resumed run continues the schedule."""
 
     lr: float = attrs.field(default=0.01, validator=positive_number, metadata={"doc": "step size"})
     momentum: float = attrs.field(
@@ -77,6 +79,6 @@ class SGD:
         self._velocity = {key.removeprefix("velocity/"): np.array(v) for key, v in state.items()}
 
 
-@laminae.hookimpl
+@hookimpl
 def register_optimizers(register):
     register("sgd", SGD)

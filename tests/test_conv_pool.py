@@ -10,11 +10,12 @@ from laminae.plugins import conv as conv_module
 from laminae.plugins import pool as pool_module
 from laminae.plugins.activations import ReLU
 from laminae.plugins.conv import Conv
+from laminae.plugins.gemm import skinny
 from laminae.buffers import Recycler
 from laminae.plugins.pool import Pool
 from laminae.testing import check_layer
 
-from . import loop_reference as ref
+from laminae.plugins.reference import loops as ref
 
 
 def small_normal(shape, fan_in, fan_out, rng, dtype):
@@ -92,7 +93,7 @@ def test_conv_split_gemms_match_loop_reference(monkeypatch, batch, shape, filter
         used.append(next(pieces for pieces in (3, 2, 1) if length % pieces == 0))
         return used[-1]
 
-    monkeypatch.setattr(conv_module, "_chunks", split)
+    monkeypatch.setattr(skinny, "piece_count", split)
     rng = np.random.default_rng(12)
     layer = make_conv(filters, size, stride=stride, pad=pad, bias=bias)
     build(layer, shape)
@@ -112,12 +113,12 @@ def test_conv_split_gemms_match_loop_reference(monkeypatch, batch, shape, filter
 
 
 def test_conv_splits_only_skinny_gemms():
-    assert conv_module._chunks(6 * 26, 50176, 512, 500_000) == 16
-    assert conv_module._chunks(30 * 26, 57600, 512, 500_000) == 1
-    assert conv_module._chunks(30 * 26, 57600, 1024, 500_000) > 1
-    assert conv_module._chunks(16 * 151, 6400, 1024, 500_000) == 1
-    assert conv_module._chunks(6, 10, 512, 500_000) == 1
-    assert conv_module._chunks(6, 10, 512, 1) == 10  # never more pieces than columns
+    assert skinny.piece_count(6 * 26, 50176, 512, 500_000) == 16
+    assert skinny.piece_count(30 * 26, 57600, 512, 500_000) == 1
+    assert skinny.piece_count(30 * 26, 57600, 1024, 500_000) > 1
+    assert skinny.piece_count(16 * 151, 6400, 1024, 500_000) == 1
+    assert skinny.piece_count(6, 10, 512, 500_000) == 1
+    assert skinny.piece_count(6, 10, 512, 1) == 10  # never more pieces than columns
 
 
 @pytest.mark.parametrize("mode", ["max", "avg"])
@@ -311,7 +312,7 @@ def test_col2im_adds_with_a_buffer_no_longer_than_its_rows_and_restores_numpys(m
 
 
 def test_col2im_restores_numpys_buffer_size_when_an_add_fails():
-    from laminae.plugins.im2col import col2im
+    from laminae.plugins.windows.im2col import col2im
 
     cols = np.ones((1, 1, 4, 1, 3, 16))
     dx = np.zeros((4, 1, 3, 15))  # one column short: the add cannot broadcast
@@ -333,7 +334,7 @@ def test_col2im_restores_numpys_buffer_size_when_an_add_fails():
     ],
 )
 def test_contiguous_run_counts_the_innermost_stretch(array, run):
-    from laminae.plugins.im2col import _contiguous_run
+    from laminae.plugins.windows.im2col import _contiguous_run
 
     assert _contiguous_run(array.shape, array.strides, array.itemsize) == run
 
@@ -421,7 +422,8 @@ def test_conformance_kit(layer, shape, registry):
 
 
 def test_col2im_of_an_empty_batch_adds_nothing():
-    from laminae.plugins.im2col import col2im, kernel_offsets
+    from laminae.plugins.windows.geometry import kernel_offsets
+    from laminae.plugins.windows.im2col import col2im
 
     dx = np.zeros((0, 2, 5, 5))
     col2im(np.zeros((3, 3, 0, 2, 3, 3)), dx, kernel_offsets((5, 5), (3, 3), 3, 1, 0))

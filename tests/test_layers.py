@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+import laminae
+from laminae.plugins.reference import loops as ref
 from laminae.testing import ConformanceError, check_layer, check_loss
 
 LAYER_CASES = [
@@ -23,6 +25,39 @@ LAYER_CASES = [
 def test_builtin_layer_conforms(registry, type_name, options, input_shape):
     layer = registry.create("layers", {"type": type_name, **options})
     check_layer(layer, input_shape, registry=registry, name=type_name)
+
+
+@pytest.mark.parametrize(
+    "options, input_shape",
+    [({"type": "affine", "units": 3}, (2, 2, 2)), ({"type": "affine", "units": 2, "bias": False}, (5,))],
+)
+def test_affine_matches_loop_reference(registry, options, input_shape):
+    rng = np.random.default_rng(14)
+    layer = registry.create("layers", options)
+    layer.build(input_shape, laminae.BuildContext(rng=rng, dtype=np.float64, registry=registry))
+    if "b" in layer.params:
+        layer.params["b"][...] = rng.standard_normal(layer.params["b"].shape)
+    x = rng.standard_normal((3, *input_shape))
+    out = layer.forward(x, True)
+    np.testing.assert_allclose(out, ref.affine_forward(x, layer.params["W"], layer.params.get("b")), rtol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    dx_ref, dw_ref, db_ref = ref.affine_backward(x, layer.params["W"], dout)
+    np.testing.assert_allclose(layer.backward(dout), dx_ref, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(layer.grads["W"], dw_ref, rtol=1e-12, atol=1e-15)
+    if "b" in layer.grads:
+        np.testing.assert_allclose(layer.grads["b"], db_ref, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("type_name", ["relu", "sigmoid"])
+def test_activations_match_loop_reference(registry, type_name):
+    rng = np.random.default_rng(15)
+    layer = registry.create("layers", type_name)
+    layer.build((2, 3), laminae.BuildContext(rng=rng, dtype=np.float64, registry=registry))
+    x = rng.standard_normal((4, 2, 3)) * 5
+    forward, backward = getattr(ref, f"{type_name}_forward"), getattr(ref, f"{type_name}_backward")
+    np.testing.assert_allclose(layer.forward(x, True), forward(x), rtol=1e-12, atol=1e-15)
+    dout = rng.standard_normal(x.shape)
+    np.testing.assert_allclose(layer.backward(dout), backward(x, dout), rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("type_name", ["softmax_cross_entropy", "quadratic"])

@@ -1,4 +1,4 @@
-"""Regenerate ``plugins/mnist_sample.npz``, the MNIST subset shipped with Laminae.
+"""Regenerate ``plugins/data_files/mnist_sample.npz``, the MNIST subset shipped with Laminae.
 
 Run from the project root:  python tools/make_mnist_sample.py [MNIST_FOLDER]
 (default: ../shared/data/mnist).  It keeps the first 5,000 training and the
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from laminae.plugins.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+from laminae.plugins.data_files.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from laminae.plugins.mnist import idx_stem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ def main(source: Path) -> None:
         labels = read_idx(source / f"{idx_stem(part, 'labels')}.gz", LABELS_MAGIC)
         arrays[f"x_{part}"] = images[:count]
         arrays[f"y_{part}"] = labels[:count]
-    target = ROOT / "plugins" / "mnist_sample.npz"
+    target = ROOT / "plugins" / "data_files" / "mnist_sample.npz"
     np.savez_compressed(target, **arrays)
     print(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB)")
 

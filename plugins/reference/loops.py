@@ -1,12 +1,77 @@
-"""Direct loop implementations of convolution and pooling, in float64.
+"""Direct loop implementations of the built-in layers, in float64.
 
 Written to be obviously right rather than fast: every output element is a
-sum or a max over its window, and every gradient is accumulated pixel by
-pixel, so the fast layers can be checked against them on small shapes.
+sum, a max or a function of its inputs, and every gradient is accumulated
+element by element, so the fast layers can be checked against them on
+small shapes.  (``flatten`` is a reshape: nothing to loop over.)
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+
+def affine_forward(x, w, b) -> np.ndarray:
+    """``out[n, j] = b[j] + sum over i of x[n, i] * w[i, j]``, each sample of ``x`` flattened; ``b`` may be None."""
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    out = np.zeros((len(x), w.shape[1]))
+    for n in range(len(x)):
+        for j in range(w.shape[1]):
+            total = 0.0 if b is None else float(b[j])
+            for i in range(w.shape[0]):
+                total += x[n, i] * w[i, j]
+            out[n, j] = total
+    return out
+
+
+def affine_backward(x, w, dout):
+    """Gradients ``(dx, dw, db)`` of ``sum(affine_forward(x, w, b) * dout)``; ``dx`` shaped like ``x``."""
+    flat = np.asarray(x, np.float64).reshape(len(x), -1)
+    dx, dw, db = np.zeros(flat.shape), np.zeros(w.shape), np.zeros(w.shape[1])
+    for n in range(len(flat)):
+        for j in range(w.shape[1]):
+            g = float(dout[n, j])
+            db[j] += g
+            for i in range(w.shape[0]):
+                dw[i, j] += flat[n, i] * g
+                dx[n, i] += w[i, j] * g
+    return dx.reshape(np.shape(x)), dw, db
+
+
+def relu_forward(x) -> np.ndarray:
+    """``max(x, 0)``, element by element."""
+    x = np.asarray(x, np.float64)
+    out = np.zeros(x.shape)
+    for index in np.ndindex(x.shape):
+        out[index] = x[index] if x[index] > 0 else 0.0
+    return out
+
+
+def relu_backward(x, dout) -> np.ndarray:
+    """The gradient passes where the input was positive."""
+    dx = np.zeros(np.shape(x))
+    for index in np.ndindex(dx.shape):
+        dx[index] = dout[index] if x[index] > 0 else 0.0
+    return dx
+
+
+def sigmoid_forward(x) -> np.ndarray:
+    """``1 / (1 + exp(-x))``, element by element."""
+    x = np.asarray(x, np.float64)
+    out = np.zeros(x.shape)
+    for index in np.ndindex(x.shape):
+        out[index] = 1.0 / (1.0 + math.exp(-x[index]))
+    return out
+
+
+def sigmoid_backward(x, dout) -> np.ndarray:
+    """``dout * s * (1 - s)`` with ``s = sigmoid(x)``."""
+    s = sigmoid_forward(x)
+    dx = np.zeros(s.shape)
+    for index in np.ndindex(dx.shape):
+        dx[index] = dout[index] * s[index] * (1.0 - s[index])
+    return dx
 
 
 def _padded(x: np.ndarray, pad: int) -> np.ndarray:

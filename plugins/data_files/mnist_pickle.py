@@ -7,6 +7,7 @@ everything else before it can run.
 """
 from __future__ import annotations
 
+import codecs
 import io
 import pickle
 from pathlib import Path
@@ -15,15 +16,15 @@ from typing import Any
 import numpy as np
 
 from laminae.errors import DataError, one_line
-from laminae.plugins.gzipped import read_bytes
+from laminae.plugins.data_files.gzipped import read_bytes
+
+try:  # numpy 2 moved numpy.core to numpy._core; old pickles name the former
+    from numpy._core import multiarray, numeric
+except ImportError:  # numpy 1.x
+    from numpy.core import multiarray, numeric
 
 
 def _numpy_internal(name: str) -> Any:
-    # numpy 2 moved numpy.core to numpy._core; old pickles name the former.
-    try:
-        from numpy._core import multiarray, numeric
-    except ImportError:  # numpy 1.x
-        from numpy.core import multiarray, numeric
     return getattr(multiarray, name, None) or getattr(numeric, name)
 
 
@@ -37,8 +38,6 @@ def _numeric_dtype(*args: Any) -> np.dtype:
 def _allowed() -> dict[tuple[str, str], Any]:
     reconstruct = _numpy_internal("_reconstruct")
     frombuffer = _numpy_internal("_frombuffer")
-    import codecs
-
     return {
         ("numpy.core.multiarray", "_reconstruct"): reconstruct,
         ("numpy._core.multiarray", "_reconstruct"): reconstruct,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from laminae.errors import DataError
-from laminae.plugins.gzipped import read_bytes
+from laminae.plugins.data_files.gzipped import read_bytes
 
 IMAGES_MAGIC = 2051
 """Unsigned bytes, three dimensions: N x rows x columns."""
