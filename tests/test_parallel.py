@@ -98,7 +98,7 @@ def test_a_layer_with_state_of_its_own_needs_one_thread():
     spec["layers"].insert(1, {"type": "noise"})
     model = laminae.build(spec, registry=registry)
     x, y = conv_data()
-    with pytest.raises(laminae.TrainingError, match=r"^cannot train on 2 threads: layer 1 \(noise\) keeps state of its own; use threads = 1$"):
+    with pytest.raises(laminae.TrainingError, match=r"^cannot train on 2 threads: layer 1 \(noise, from plugin 'NoisePlugin'\) keeps state of its own and has no combine_states method; use threads = 1$"):
         model.fit(x, y, progress=False)
 
 
