@@ -21,7 +21,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 
-from laminae.errors import TrainingError, blamed_on, one_line
+from laminae.errors import TrainingError, blame, one_line
 from laminae.network.assembly import ModelParts
 from laminae.network.probe import probe
 from laminae.randomness import rng_from_state
@@ -190,8 +190,10 @@ def _train_epoch(
                     " - try a lower learning rate"
                 )
             correct += hits
-            with blamed_on(lambda: parts.network.registry.describe("optimizers", optimizer), "step"):
+            try:  # not blamed_on: this runs every batch
                 optimizer.step(params, grads)
+            except Exception as exc:
+                raise blame(exc, lambda: parts.network.registry.describe("optimizers", optimizer), "step")
             loss_sum += loss * len(index)
             seen += len(index)
             batch += 1

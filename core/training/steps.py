@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from laminae.errors import blamed_on
+from laminae.errors import blame
 from laminae.network.network import Network
 from laminae.protocols import Loss
 
@@ -25,9 +25,11 @@ def serial_step(network: Network, loss_fn: Loss, x: np.ndarray, y: np.ndarray, l
     The gradients are left in ``network.grads``; the optimizer step is the caller's.
     """
     output = network.forward(x, True)
-    with blamed_on(lambda: network.registry.describe("losses", loss_fn), "forward or backward"):
+    try:  # not blamed_on: this runs every batch
         loss = loss_fn.forward(output, y)
         dout = loss_fn.backward()
+    except Exception as exc:
+        raise blame(exc, lambda: network.registry.describe("losses", loss_fn), "forward or backward")
     correct = int(np.count_nonzero(output.argmax(axis=1) == labels))
     network.backward(dout)
     return loss, correct
