@@ -8,6 +8,7 @@ so the innermost code only has to describe the problem itself.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
@@ -20,11 +21,19 @@ def one_line(exc: BaseException, *, with_type: bool = False) -> str:
     return text or type(exc).__name__
 
 
+CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+"""Characters a terminal acts on (escape sequences, carriage returns): a name
+read from a file may hold them, and ``\x1b[2J`` would clear the screen."""
+
+
 class LaminaeError(Exception):
-    """A mistake in what the user gave us: exit status 2, no traceback."""
+    """A mistake in what the user gave us: exit status 2, no traceback.
+
+    The message is one line, with any control character shown escaped."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split("\n")))
+        line = " ".join(str(message).split("\n"))
+        super().__init__(CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), line))
 
     @property
     def message(self) -> str:

@@ -20,7 +20,7 @@ from laminae.network.spec import read_toml
 from laminae.persistence import checkpoint
 from laminae.errors import TrainingError, blamed_on
 from laminae.registry import Registry
-from laminae.training.evaluation import evaluate
+from laminae.training.evaluation import evaluate, refuse_non_finite
 from laminae.training.loop import FitOptions, TrainingResult, fit
 from laminae.training.state import TrainingState
 
@@ -52,12 +52,15 @@ class Model(ModelParts):
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The predicted class of every sample (int64)."""
-        return self.network.predict(x).argmax(axis=1).astype(np.int64)
+        outputs = self.network.predict(x)
+        refuse_non_finite(outputs)
+        return outputs.argmax(axis=1).astype(np.int64)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities: the loss's own ``probabilities(output)`` if it has
         one, else the softmax of the outputs (read as scores, as cross-entropy does)."""
         outputs = self.network.predict(x)
+        refuse_non_finite(outputs)
         convert = getattr(self.loss, "probabilities", None)
         if convert is not None:
             with blamed_on(lambda: self.network.registry.describe("losses", self.loss), "probabilities"):

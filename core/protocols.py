@@ -8,12 +8,14 @@ hyperparameters of a layer, loss, optimizer, initializer or data set are its
 from __future__ import annotations
 
 from collections.abc import Mapping
+from math import prod
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 import numpy as np
 
-from laminae.errors import PluginError
+from laminae.errors import PluginError, SpecError
+from laminae.memory import available_bytes
 
 Shape = tuple[int, ...]
 """The shape of one sample: the batch axis is always implied."""
@@ -132,6 +134,11 @@ class Creates(Protocol):
     def create(self, kind: str, spec: str | Mapping[str, Any]) -> Any: ...
 
 
+DRAW_BYTES = 8
+"""Bytes per element an initializer may hold while drawing (numpy's generators
+draw float64), on top of the parameter and its gradient."""
+
+
 @attrs.define(eq=False)
 class BuildContext:
     """Handed to ``Layer.build``: the random stream, the float type, and the
@@ -150,6 +157,11 @@ class BuildContext:
     """Whether ``backward`` must return the gradient of the input.  A network's
     first layer gets False: its input is the data, so a layer may skip that
     work (for a conv, a GEMM and the col2im) and return None."""
+    reserved: list[int] = attrs.field(factory=lambda: [0], repr=False)
+    """Bytes the network's parameters drawn so far take, shared by every layer's
+    context (``attrs.evolve`` keeps the list): each parameter is held against
+    the memory available before it is drawn, so a spec asking for more is
+    refused in one line instead of swapping or being killed."""
 
     def initialize(self, init: Any, shape: Shape, fan_in: int, fan_out: int) -> np.ndarray:
         """Draw a parameter array of ``shape`` with the initializer ``init``.
@@ -157,6 +169,14 @@ class BuildContext:
         ``init`` is a registered name, a table ``{"type": name, **fields}``,
         or any callable meeting the :class:`laminae.Initializer` protocol.
         """
+        need = prod(shape) * (DRAW_BYTES + 2 * self.dtype.itemsize)
+        self.reserved[0] += need
+        available = available_bytes()
+        if self.reserved[0] > available:
+            raise SpecError(
+                f"its parameters need {self.reserved[0]:,} bytes to draw (a {tuple(shape)} array here),"
+                f" more than the {available:,} bytes of memory available"
+            )
         if isinstance(init, (str, Mapping)):
             if self.registry is None:
                 raise PluginError(

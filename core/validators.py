@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import types
 import typing
 from collections.abc import Callable
@@ -42,6 +43,20 @@ def integer(minimum: int | None = None) -> Callable[[Any, attrs.Attribute, Any],
 
 positive_int = integer(1)
 non_negative_int = integer(0)
+
+MAX_THREADS = max(4, os.cpu_count() or 1)
+"""The most slices a batch is trained in: this machine's CPU cores, but at least
+four, so that a model file written for a small machine stays valid on a
+smaller one.  Each slice but the first is a worker process, and more slices
+than cores only queue: the cap keeps a typo (``threads = 1000``) from
+forking a thousand processes."""
+
+
+def thread_count(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """An int from 1 to :data:`MAX_THREADS`."""
+    positive_int(_instance, attribute, value)
+    if value > MAX_THREADS:
+        raise ValueError(f"'{attribute.name}' must be at most {MAX_THREADS} (this machine's CPU cores, or 4), got {value}")
 
 
 def number(

@@ -39,7 +39,7 @@ def test_train_writes_the_run_directory_and_ends_with_the_accuracy(capsys, tmp_p
     assert code == 0
     assert FINAL_LINE.match(out[-1]), out
     assert any(line.startswith("epoch 1/1: train loss") for line in out)
-    assert {p.name for p in (tmp_path / "run").iterdir()} == {"model.npz", "metrics.csv", "spec.json"}
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {"model.npz", "metrics.csv", "spec.json", ".lock"}
     model = laminae.load(tmp_path / "run")
     assert model.train_config.epochs == 1 and model.train_config.batch_size == 128
     assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 2

@@ -85,7 +85,7 @@ MISTAKES = [
     ("shape-cannot-fit", ("size = 5 }", "size = 50 }"), laminae.ShapeError,
      "models.toml: model 'cnn', layer 0 (conv): kernel 50x50 with pad 0 does not fit input (1, 28, 28)"),
     ("beyond-memory", ("units = 10", "units = 1099511627776"), laminae.SpecError,
-     "models.toml: model 'cnn', layer 3 (affine): its parameters cannot be allocated: ..."),
+     "models.toml: model 'cnn', layer 3 (affine): its parameters need 10,133,099,161,585,216 bytes to draw ..."),
     ("missing-model-key", ('optimizer = { type = "sgd", lr = 0.1 }\n', ""), laminae.SpecError,
      "models.toml: model 'cnn': missing required key 'optimizer'"),
     ("unknown-model-key", ("input =", "inputs ="), laminae.SpecError,

@@ -102,5 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"laminae {args.command}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:  # a size no check foresaw: still one line, never a traceback
+        print(f"laminae {args.command}: error: out of memory", file=sys.stderr)
+        return USER_ERROR
     _warn_refused_names(args)
     return code

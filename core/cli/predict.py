@@ -7,12 +7,13 @@ plugin hands to training.  ``.npy`` files are read without unpickling.
 from __future__ import annotations
 
 import argparse
+from math import prod
 from pathlib import Path
 
 import numpy as np
 
 from laminae.cli import plugin_options, registry_from
-from laminae.errors import DataError, location
+from laminae.errors import DataError, location, one_line
 
 HELP = "classify PNG images or .npy arrays with a checkpoint"
 EXAMPLE = "laminae predict runs/quickstart-20240101-120000 digit.png sample.npy"
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
 def read_sample(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     """One sample of ``shape`` as float32 in [0, 1], from a PNG or a ``.npy`` file."""
-    pixels = _read_npy(path) if path.suffix.lower() == ".npy" else _read_image(path)
+    pixels = _read_npy(path, shape) if path.suffix.lower() == ".npy" else _read_image(path, shape)
     if pixels.dtype == np.uint8:
         pixels = pixels.astype(np.float32) / 255
     elif np.issubdtype(pixels.dtype, np.floating) or np.issubdtype(pixels.dtype, np.integer):
@@ -55,27 +56,46 @@ def read_sample(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     return pixels.reshape(shape)
 
 
-def _read_npy(path: Path) -> np.ndarray:
+NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+"""numpy's header readers, by format version (3.0 only differs in allowing utf-8 field names)."""
+
+
+def _read_npy(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """The array of a ``.npy`` file, its header checked against the sample ``shape``
+    before any data is read: a header may declare any size."""
     try:
-        array = np.load(path, allow_pickle=False)
+        with open(path, "rb") as file:
+            if file.read(6) != np.lib.format.MAGIC_PREFIX:
+                raise DataError(f"{path}: not a .npy array (an .npz archive or another file?)")
+            file.seek(0)
+            version = np.lib.format.read_magic(file)
+            if version not in NPY_HEADERS:
+                raise DataError(f"{path}: .npy format version {version} is not supported")
+            declared, _, dtype = NPY_HEADERS[version](file)
+            if dtype.hasobject:
+                raise DataError(f"{path}: holds pickled Python objects, which are refused")
+            if prod(declared) != prod(shape):
+                raise DataError(f"{path}: has shape {declared}, but the model expects {shape}")
+        return np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except (ValueError, OSError, EOFError) as exc:
-        reason = "it holds pickled Python objects, which are refused" if "allow_pickle" in str(exc) else exc
-        raise DataError(f"{path}: not a readable .npy array ({reason})") from None
-    if not isinstance(array, np.ndarray):
-        raise DataError(f"{path}: an .npz archive, expected a single .npy array")
-    return array
+        raise DataError(f"{path}: not a readable .npy array ({one_line(exc)})") from None
 
 
-def _read_image(path: Path) -> np.ndarray:
+def _read_image(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A grey image of the model's height and width; its size is checked from the
+    header before its pixels are decoded (an image may declare any size)."""
     from laminae.optional import require
 
     image_module = require("PIL.Image", "images", "reading images")
     try:
-        with image_module.open(path) as image:
+        with image_module.open(path) as image:  # reads the header only
+            if image.size != (shape[-1], shape[-2]):
+                width, height = image.size
+                raise DataError(f"{path}: is {width}x{height} pixels, but the model expects {shape[-1]}x{shape[-2]}")
             return np.asarray(image.convert("L"))
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable image ({' '.join(str(exc).split())})") from None
+    except (OSError, ValueError, image_module.DecompressionBombError) as exc:
+        raise DataError(f"{path}: not a readable image ({one_line(exc)})") from None

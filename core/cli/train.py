@@ -10,6 +10,7 @@ test accuracy, so scripts can read it with ``tail -n 1``.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import time
 from pathlib import Path
@@ -124,8 +125,11 @@ def _train(
 
 
 def _new_run_dir(name: str) -> Path:
-    """``runs/NAME-<timestamp>``, with a suffix if two runs start in the same second."""
-    base = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """``runs/NAME-<timestamp>``, with a suffix if two runs start in the same second.
+    NAME is the model's name made safe for a folder: letters, digits, ``.``, ``_``
+    and ``-`` only, at most 64 of them (a model name may be anything)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:64] or "model"
+    base = Path("runs") / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = base, 1
     while path.exists():
         n += 1

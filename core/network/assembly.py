@@ -25,6 +25,7 @@ from laminae.network.spec import (
     DTYPES,
     TOP_KEYS,
     TrainConfig,
+    check_nesting,
     read_toml,
     resolve_document,
     resolve_dtype,
@@ -74,6 +75,7 @@ def assemble(
     registry = registry if registry is not None else make_registry()
     if not isinstance(spec, Mapping):
         raise SpecError(f"{source}: a spec must be a table (dict), got {type(spec).__name__}")
+    check_nesting(spec, source)
     if any(key in spec for key in TOP_KEYS):
         models = assemble_document(spec, registry=registry, source=source)
         model = models[_pick(name, list(models), source)]

@@ -136,7 +136,7 @@ class Network:
         parts: dict[int, dict[str, np.ndarray]] = {}
         for name, array in state.items():
             index, _, key = name.partition(".")
-            layer = self.layers[int(index)] if index.isdigit() and int(index) < len(self.layers) else None
+            layer = self.layers[int(index)] if self.has_layer(index) else None
             if not hasattr(layer, "load_state_dict"):
                 raise ValueError(f"{self.layer_label(index)}: unexpected state {key!r}")
             parts.setdefault(int(index), {})[key] = array
@@ -149,13 +149,20 @@ class Network:
                     reason = one_line(exc, with_type=isinstance(exc, KeyError))
                     raise ValueError(f"{self.layer_label(index)}: state: {reason}") from None
 
+    def has_layer(self, index: str) -> bool:
+        """Whether ``index`` (text from a stored name, such as ``"3"`` of ``"3.W"``)
+        names one of the layers: ASCII digits only, since ``int`` also reads
+        ``"٣"`` and ``"²".isdigit()`` is true."""
+        return index.isascii() and index.isdigit() and int(index) < len(self.layers)
+
     def layer_label(self, index: int | str, *, plugin: bool = False) -> str:
         """``"layer 3 (dropout)"``, as every message about one layer begins; with
         ``plugin``, ``"layer 3 (dropout, from plugin 'laminae_extras')"``.  ``index``
         may also be the text before the dot of a stored name (``"3"`` of ``"3.W"``)."""
         index = str(index)
-        if not (index.isdigit() and int(index) < len(self.layers)):
-            return f"layer {index} (not in the model)"
+        if not self.has_layer(index):
+            shown = index if index.isascii() and index.isdigit() else repr(index)  # text from a file, escaped
+            return f"layer {shown} (not in the model)"
         name = self.names[int(index)]
         owner = self.registry.owners.get(("layers", name)) if plugin else None
         return f"layer {index} ({name}, from plugin {owner!r})" if owner else f"layer {index} ({name})"

@@ -21,7 +21,7 @@ import attrs
 from laminae.errors import SpecError, did_you_mean, location
 from laminae.fields import hyperparameters, instantiate, key_of
 from laminae.registry import KINDS, Registry
-from laminae.validators import non_negative_int, positive_int
+from laminae.validators import non_negative_int, positive_int, thread_count
 
 SCHEMA_VERSION = 1
 """The only ``schema`` this version reads; a file without ``schema`` is read as 1."""
@@ -48,22 +48,52 @@ class TrainConfig:
     batch_size: int = attrs.field(default=32, validator=positive_int)
     seed: int = attrs.field(default=0, validator=non_negative_int)
     validation: int = attrs.field(default=0, validator=non_negative_int)
-    threads: int = attrs.field(default=1, validator=positive_int)
+    threads: int = attrs.field(default=1, validator=thread_count)
+
+
+MAX_FILE_BYTES = 16 * 2**20
+"""The largest model file read: models.toml's classic networks take 4 KB, and
+tens of thousands of models fit in a few MB."""
+MAX_NESTING = 32
+"""How deep tables and arrays may nest in a spec.  The deepest a model needs is
+six (models, NAME, layers, a layer, its init table, a value), and Python's
+recursion (in tomllib, deepcopy and json) gives out near a thousand."""
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """The parsed file, or a one-line SpecError naming the path (and line and column)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot read: {exc}") from exc
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise SpecError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MB, more than a model file holds")
     try:
-        return tomllib.loads(text)
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: cannot read: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: invalid TOML: {exc}") from exc
+    except RecursionError:
+        raise SpecError(f"{path}: tables or arrays nested deeper than Python can parse") from None
+    check_nesting(doc, str(path))
+    return doc
+
+
+def check_nesting(value: Any, where: str) -> None:
+    """A one-line SpecError if tables and arrays nest deeper than :data:`MAX_NESTING`
+    (walked without recursion, so any depth is measured safely)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (Mapping, list, tuple)):
+            if depth >= MAX_NESTING:
+                raise SpecError(f"{where}: tables or arrays nested more than {MAX_NESTING} deep")
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, Mapping) else item))
 
 
 def resolve_document(doc: Mapping[str, Any], registry: Registry, source: str) -> dict[str, dict[str, Any]]:
@@ -76,7 +106,7 @@ def resolve_document(doc: Mapping[str, Any], registry: Registry, source: str) ->
     for name, raw in models.items():
         with location(f"{source}: model {name!r}"):
             check_keys(raw, MODEL_KEYS)
-    merged = {name: _apply_extends(name, models, source) for name in models}
+    merged = _apply_extends(models, source)
     return {name: resolve_model(name, raw, registry, source) for name, raw in merged.items()}
 
 
@@ -228,27 +258,36 @@ def _models_table(doc: Mapping[str, Any], source: str) -> dict[str, Mapping[str,
     return dict(models)
 
 
-def _apply_extends(name: str, models: Mapping[str, Mapping[str, Any]], source: str) -> dict[str, Any]:
-    """The model with its ``extends`` chain merged in: tables merge, arrays replace."""
-    chain = [name]
-    table = dict(models[name])
-    merged: dict[str, Any] = {}
-    while "extends" in table:
-        parent = table.pop("extends")
-        merged = _merge(table, merged)
-        with location(f"{source}: model {chain[-1]!r}"):
-            if not isinstance(parent, str):
-                raise SpecError(f"'extends' must be a model name, got {_shown(parent)}")
-            if parent in chain:
-                raise SpecError("extends loops: " + " -> ".join([*chain, parent]))
-            if parent not in models:
-                raise SpecError(
-                    f"extends names a missing model {parent!r}{did_you_mean(parent, models)}"
-                    f" (models: {', '.join(models)})"
-                )
-        chain.append(parent)
-        table = dict(models[parent])
-    return _merge(table, merged)
+def _apply_extends(models: Mapping[str, Mapping[str, Any]], source: str) -> dict[str, dict[str, Any]]:
+    """Every model with its ``extends`` chain merged in (tables merge, arrays
+    replace), in file order.  Each model is merged once, over its parent as
+    already merged, so a chain of any length costs time linear in its length."""
+    merged: dict[str, dict[str, Any]] = {}
+    for name in models:
+        chain: list[str] = []
+        on_chain: set[str] = set()
+        current = name
+        while current not in merged and "extends" in models[current]:
+            parent = models[current]["extends"]
+            chain.append(current)
+            on_chain.add(current)
+            with location(f"{source}: model {current!r}"):
+                if not isinstance(parent, str):
+                    raise SpecError(f"'extends' must be a model name, got {_shown(parent)}")
+                if parent in on_chain:
+                    raise SpecError("extends loops: " + " -> ".join([*chain[chain.index(parent):], parent]))
+                if parent not in models:
+                    raise SpecError(
+                        f"extends names a missing model {parent!r}{did_you_mean(parent, models)}"
+                        f" (models: {', '.join(models)})"
+                    )
+            current = parent
+        if current not in merged:
+            merged[current] = copy.deepcopy(dict(models[current]))
+        for child in reversed(chain):
+            own = {key: value for key, value in models[child].items() if key != "extends"}
+            merged[child] = _merge(merged[models[child]["extends"]], own)
+    return {name: merged[name] for name in models}
 
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -195,7 +195,7 @@ def _is_bytes(array: np.ndarray) -> bool:
 
 def _param_order(name: str) -> tuple[int, str]:
     index, _, param = name.partition(".")
-    return (int(index) if index.isdigit() else -1, param)
+    return (int(index) if index.isascii() and index.isdigit() else -1, param)
 
 
 def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -208,6 +208,8 @@ def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         meta = json.loads(raw.tobytes().decode())
     except (UnicodeDecodeError, ValueError):
         raise CheckpointError(f"{path}: corrupt checkpoint (its '{META}' entry is not valid JSON)") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupt checkpoint (its '{META}' entry nests deeper than Python can parse)") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("spec"), dict):
         raise CheckpointError(f"{path}: not a Laminae checkpoint (its '{META}' entry is not one)")
     if meta.get("format_version") != FORMAT_VERSION:

@@ -116,35 +116,39 @@ def fit(parts: ModelParts, x: np.ndarray, y: np.ndarray, options: FitOptions | N
         state.rng_state = batches.shuffle_rng(state.seed).bit_generator.state
     probe(parts.network, training=False)  # a plugin's broken contract, named before the first batch
     run = RunDir(Path(o.run_dir), parts, o.registry) if o.run_dir is not None else None
-    if run is not None:
-        run.start(state)
-    show = sys.stderr.isatty() if o.progress is None else o.progress
-    history: list[EpochMetrics] = []
-    # A loss that overflows is reported once, as a TrainingError naming the batch;
-    # numpy's warnings about the same overflow would only print ahead of it.
-    quiet_numpy = np.errstate(over="ignore", invalid="ignore", divide="ignore")
-    with _stepper(parts, state.threads, o.registry) as step, GracefulStop() as stop, quiet_numpy:
-        while not state.finished and not stop.requested:
-            if not _train_epoch(parts, x, y, state, stop, show, run, step):
-                break
-            row = EpochMetrics(
-                epoch=state.epoch + 1,
-                train_loss=state.loss_sum / state.seen,
-                train_accuracy=state.correct / state.seen,
-                val_accuracy=None if o.validation_data is None else evaluate(parts, *o.validation_data)[1],
-                test_accuracy=None if o.test_data is None else evaluate(parts, *o.test_data)[1],
-                seconds=state.seconds,
-            )
-            _next_epoch(state)
-            history.append(row)
-            if run is not None:
-                run.log(row)
+    try:
+        if run is not None:
+            run.start(state)
+        show = sys.stderr.isatty() if o.progress is None else o.progress
+        history: list[EpochMetrics] = []
+        # A loss that overflows is reported once, as a TrainingError naming the batch;
+        # numpy's warnings about the same overflow would only print ahead of it.
+        quiet_numpy = np.errstate(over="ignore", invalid="ignore", divide="ignore")
+        with _stepper(parts, state.threads, o.registry) as step, GracefulStop() as stop, quiet_numpy:
+            while not state.finished and not stop.requested:
+                if not _train_epoch(parts, x, y, state, stop, show, run, step):
+                    break
+                row = EpochMetrics(
+                    epoch=state.epoch + 1,
+                    train_loss=state.loss_sum / state.seen,
+                    train_accuracy=state.correct / state.seen,
+                    val_accuracy=None if o.validation_data is None else evaluate(parts, *o.validation_data)[1],
+                    test_accuracy=None if o.test_data is None else evaluate(parts, *o.test_data)[1],
+                    seconds=state.seconds,
+                )
+                _next_epoch(state)
+                history.append(row)
+                if run is not None:
+                    run.log(row)
+                    run.save(state)
+                if o.on_epoch is not None:
+                    o.on_epoch(row)
+            interrupted = stop.requested and not state.finished
+            if interrupted and run is not None:
                 run.save(state)
-            if o.on_epoch is not None:
-                o.on_epoch(row)
-        interrupted = stop.requested and not state.finished
-        if interrupted and run is not None:
-            run.save(state)
+    finally:
+        if run is not None:
+            run.close()
     saved = run.checkpoint_file if run is not None else None
     return TrainingResult(history, state, interrupted, saved, stop.signal_name if interrupted else "")
 

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 import attrs
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from laminae.errors import TrainingError, one_line
 from laminae.network.assembly import ModelParts
@@ -23,6 +29,10 @@ from laminae.training.metrics import EpochMetrics
 from laminae.training.state import TrainingState
 
 SPEC_FILE = "spec.json"
+LOCK_FILE = ".lock"
+"""Held (``flock``) by the run writing the directory: a second writer is refused.
+The kernel drops the lock when its process ends, however it ends, so a
+killed run leaves no lock that blocks the next."""
 
 
 @attrs.define
@@ -33,6 +43,7 @@ class RunDir:
     parts: ModelParts
     registry: Registry | None
     saved: bool = False
+    _lock: int | None = None
 
     @property
     def checkpoint_file(self) -> Path:
@@ -42,6 +53,9 @@ class RunDir:
         """A fresh run rewrites ``metrics.csv``; a resumed one keeps its finished epochs."""
         with self.writing("cannot be used as a run directory"):
             self.path.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
+            for left in self.path.glob(".*.tmp"):  # atomic writes a killed run never finished
+                left.unlink(missing_ok=True)
             spec = json.dumps(self.parts.spec, indent=2) + "\n"
             atomic_write(self.path / SPEC_FILE, lambda file: file.write(spec.encode()))
             kept: list[EpochMetrics] = []
@@ -50,6 +64,29 @@ class RunDir:
                 kept = [m for m in metrics.read_log(log) if m.epoch <= state.epoch] if log.exists() else []
                 self.saved = self.checkpoint_file.exists()
             metrics.start_log(self.path, kept)
+
+    def _take_lock(self) -> None:
+        if fcntl is None:  # no flock (Windows): runs are not guarded against each other
+            return
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise TrainingError(
+                f"{self.path}: another run (process {holder}) is writing this run directory;"
+                " wait for it to end or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock = fd
+
+    def close(self) -> None:
+        """Let another run write the directory."""
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor drops the flock
+            self._lock = None
 
     def log(self, row: EpochMetrics) -> None:
         with self.writing("cannot record the epoch"):

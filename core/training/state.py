@@ -8,7 +8,7 @@ import attrs
 from laminae.errors import CheckpointError, one_line
 from laminae.randomness import rng_from_state
 from laminae.training import batches
-from laminae.validators import non_negative_int, non_negative_number, positive_int
+from laminae.validators import non_negative_int, non_negative_number, positive_int, thread_count
 
 
 def _rng_state(_state: TrainingState, _attribute: attrs.Attribute, value: Any) -> None:
@@ -39,7 +39,7 @@ class TrainingState:
     correct: int = attrs.field(default=0, validator=non_negative_int)
     seen: int = attrs.field(default=0, validator=non_negative_int)
     seconds: float = attrs.field(default=0.0, validator=non_negative_number)
-    threads: int = attrs.field(default=1, validator=positive_int)
+    threads: int = attrs.field(default=1, validator=thread_count)
 
     @property
     def finished(self) -> bool:
