@@ -234,3 +234,30 @@ def test_a_huge_png_given_to_predict_is_refused_undecoded(tmp_path):
     assert one_line(run_laminae("predict", path, small, cwd=tmp_path), "predict") == (
         f"{small}: is 56x56 pixels, but the model expects 28x28"
     )
+
+
+def test_sigkill_at_any_moment_leaves_a_whole_checkpoint_and_a_resumable_run(tmp_path):
+    """Killed without warning, mid-epoch or mid-write, over and over: the
+    checkpoint is always the last whole one, and the run always resumes."""
+    import laminae
+
+    path = model_file(tmp_path, text=MODEL.format(name="m", units=16, threads=1).replace("epochs = 1", "epochs = 400"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINAE_")}
+    checkpoint = tmp_path / "run" / "model.npz"
+    argv = ["train", str(path), "m", "--quiet", "--batch-size", "500", "--out", "run"]
+    rng = np.random.default_rng(0)
+    for attempt in range(5):
+        if attempt:
+            argv = ["train", "--resume", "run", "--quiet"]
+        process = subprocess.Popen([sys.executable, "-m", "laminae", *argv], cwd=tmp_path, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not checkpoint.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.05, 0.6))
+        process.kill()
+        process.wait(30)
+        saved = laminae.load(checkpoint)  # whole: a CheckpointError here would fail the test
+        assert saved.name == "m"
+    _, state = laminae.load_training(tmp_path / "run")
+    assert state.epoch > 0
