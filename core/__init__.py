@@ -29,7 +29,7 @@ from laminae.errors import (
 from laminae.hookspecs import hookimpl
 from laminae.model import Model, build, from_toml, load, load_training
 from laminae.network import ModelParts, Network, TrainConfig
-from laminae.protocols import BuildContext, Dataset, Initializer, Layer, Loss, Optimizer, Shape
+from laminae.protocols import BuildContext, Dataset, Initializer, Layer, Loss, Optimizer, Schedule, Shape, Transform
 from laminae.registry import Registry, make_registry
 from laminae.training import EpochMetrics, FitOptions, TrainingResult, TrainingState
 
@@ -52,6 +52,7 @@ __all__ = [
     "Optimizer",
     "PluginError",
     "Registry",
+    "Schedule",
     "Shape",
     "ShapeError",
     "SpecError",
@@ -59,6 +60,7 @@ __all__ = [
     "TrainingError",
     "TrainingResult",
     "TrainingState",
+    "Transform",
     "build",
     "from_toml",
     "hookimpl",

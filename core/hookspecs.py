@@ -40,3 +40,13 @@ def register_initializers(register: Register) -> None:
 @hookspec
 def register_datasets(register: Register) -> None:
     """Register data set classes (the :class:`laminae.Dataset` protocol)."""
+
+
+@hookspec
+def register_transforms(register: Register) -> None:
+    """Register data augmentation classes (the :class:`laminae.Transform` protocol)."""
+
+
+@hookspec
+def register_schedules(register: Register) -> None:
+    """Register learning-rate schedule classes (the :class:`laminae.Schedule` protocol)."""

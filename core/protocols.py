@@ -139,6 +139,34 @@ DRAW_BYTES = 8
 draw float64), on top of the parameter and its gradient."""
 
 
+@runtime_checkable
+class Transform(Protocol):
+    """Changes a whole training batch at random: data augmentation.
+
+    ``__call__(x, rng)`` gets a batch (N, C, H, W) and the run's augmentation
+    generator, and returns a batch of the same shape and dtype, drawing every
+    random number from ``rng`` (so a resumed run draws the same), vectorised
+    over the batch, and never writing into ``x``.  Transforms apply only
+    while training: evaluation and prediction never see them.
+    """
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Schedule(Protocol):
+    """The learning rate at one step of training, for any optimizer with ``lr``.
+
+    ``__call__(lr, step, steps_per_epoch, epochs)`` gets the optimizer's
+    configured ``lr``, the step about to be taken (from 0, counted over the
+    whole run) and the run's shape, and returns the rate for that step.  It
+    keeps no state: a resumed run asks for the same steps and gets the same
+    rates.
+    """
+
+    def __call__(self, lr: float, step: int, steps_per_epoch: int, epochs: int) -> float: ...
+
+
 @attrs.define(eq=False)
 class BuildContext:
     """Handed to ``Layer.build``: the random stream, the float type, and the

@@ -26,7 +26,7 @@ import pluggy
 from laminae import hookspecs
 from laminae.errors import LaminaeError, PluginError, did_you_mean, one_line
 from laminae.fields import instantiate
-from laminae.protocols import Dataset, Initializer, Layer, Loss, Optimizer
+from laminae.protocols import Dataset, Initializer, Layer, Loss, Optimizer, Schedule, Transform
 
 @attrs.frozen
 class Kind:
@@ -59,6 +59,8 @@ KINDS: dict[str, Kind] = {
     "optimizers": Kind("optimizer", Optimizer, "optimizer"),
     "initializers": Kind("initializer", Initializer, None),
     "datasets": Kind("data set", Dataset, "train.dataset"),
+    "transforms": Kind("transform", Transform, "train.augment"),
+    "schedules": Kind("schedule", Schedule, "optimizer.schedule"),
 }
 """Every kind of plugin, under the name its hook ends with (``register_layers``)."""
 
@@ -72,6 +74,8 @@ BUILTIN_PLUGINS = (
     "laminae.plugins.sgd",
     "laminae.plugins.initializers",
     "laminae.plugins.mnist",
+    "laminae.plugins.transforms",
+    "laminae.plugins.schedules",
 )
 """The built-in plugin modules, imported by name like any other plugin: the
 registry knows their names, not their code, so they could live anywhere."""

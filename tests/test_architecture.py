@@ -39,7 +39,7 @@ def installed_copy(tmp_path: Path) -> Path:
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    command = [str(LINT_IMPORTS), "--no-cache", "--config", str(ROOT / "pyproject.toml")]
+    command = [str(LINT_IMPORTS), "--no-cache", str(ROOT / "pyproject.toml")]
     return subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, timeout=120)
 
 

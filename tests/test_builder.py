@@ -59,7 +59,8 @@ def test_resolved_spec_is_json_and_rebuilds_the_same_model(registry):
 def test_train_defaults_are_filled_in(registry):
     doc = {"models": {"m": {"input": [4], "layers": [{"type": "affine", "units": 2}], "loss": {"type": "quadratic"}, "optimizer": {"type": "sgd"}}}}
     model = laminae.build(doc, registry=registry)
-    assert model.spec["train"] == {"dataset": "mnist", "epochs": 1, "batch_size": 32, "seed": 0, "validation": 0, "threads": 1}
+    assert model.spec["train"] == {"dataset": "mnist", "epochs": 1, "batch_size": 32, "seed": 0, "validation": 0, "threads": 1,
+                                   "augment": [], "patience": 0, "monitor": "val_accuracy"}
     assert model.spec["description"] == ""
 
 
@@ -91,7 +92,8 @@ def test_extends_merges_tables_replaces_arrays_and_chains(registry):
     assert "extends" not in child and "extends" not in grandchild
     assert child["layers"] == [{"type": "affine", "units": 3}]
     assert child["optimizer"] == {"type": "sgd", "lr": 0.2, "momentum": 0.5}
-    assert child["train"] == {"dataset": "mnist", "epochs": 7, "batch_size": 32, "seed": 1, "validation": 0, "threads": 1}
+    assert child["train"] == {"dataset": "mnist", "epochs": 7, "batch_size": 32, "seed": 1, "validation": 0, "threads": 1,
+                              "augment": [], "patience": 0, "monitor": "val_accuracy"}
     assert child["description"] == "base"
     assert grandchild["description"] == "grandchild"
     assert grandchild["train"]["epochs"] == 7 and grandchild["train"]["seed"] == 5

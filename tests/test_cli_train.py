@@ -64,7 +64,7 @@ def test_a_validation_split_is_held_out_and_recorded(capsys, tmp_path):
     code, out, _ = laminae_cli(capsys, "train", toml, "small", "--out", tmp_path / "run", "--quiet")
     assert code == 0 and FINAL_LINE.match(out[-1])
     header, row = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
-    assert header.split(",")[3] == "val_accuracy" and row.split(",")[3] != ""
+    assert header.split(",")[4] == "val_accuracy" and row.split(",")[4] != ""
 
 
 def test_eval_prints_the_test_loss_and_accuracy(run_dir, capsys):

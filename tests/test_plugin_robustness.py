@@ -16,7 +16,7 @@ from laminae.cli import main
 from tests.fixtures import outside_plugin
 from tests.test_registry import plugin
 
-BUILTIN_COUNT = 9
+BUILTIN_COUNT = 11
 
 
 @attrs.define

@@ -57,9 +57,9 @@ def test_training_learns_and_reports_metrics(registry, tmp_path):
     assert accuracy == last.test_accuracy and loss > 0
     with open(tmp_path / "metrics.csv") as file:
         rows = list(csv.DictReader(file))
-    assert list(rows[0]) == ["epoch", "train_loss", "train_accuracy", "val_accuracy", "test_accuracy", "seconds"]
+    assert list(rows[0]) == ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_accuracy", "lr", "seconds"]
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
-    assert {p.name for p in tmp_path.iterdir()} == {"metrics.csv", "model.npz", "spec.json", ".lock"}
+    assert {p.name for p in tmp_path.iterdir()} == {"metrics.csv", "model.npz", "best.npz", "spec.json", ".lock"}
 
 
 def test_predict_gives_int64_labels_and_probabilities(registry):

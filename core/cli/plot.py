@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         raise TrainingError(f"{run_dir / METRICS_FILE}: no finished epoch yet, nothing to plot")
     out = Path(args.out) if args.out else run_dir / PLOT_FILE
-    figure = figure_module.Figure(figsize=(10, 4), layout="constrained")
+    figure = figure_module.Figure(figsize=(14, 4), layout="constrained")
     draw(figure, rows, run_dir.name)
     figure.savefig(out, dpi=100)
     print(out)
@@ -37,9 +37,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def draw(figure, rows: list[EpochMetrics], title: str) -> None:
-    """Loss on the left, accuracies on the right; splits that were not measured are left out."""
+    """Loss on the left, accuracies in the middle, the learning rate on the right
+    (when it was recorded); splits that were not measured are left out."""
     epochs = [m.epoch for m in rows]
-    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    rates = [m.lr for m in rows]
+    has_rate = any(rate is not None for rate in rates)
+    loss_axes, accuracy_axes, *rate_axes = figure.subplots(1, 3 if has_rate else 2)
     loss_axes.plot(epochs, [m.train_loss for m in rows], marker="o", label="train")
     loss_axes.set(xlabel="epoch", ylabel="loss", title=f"{title}: training loss")
     series = {
@@ -51,9 +54,12 @@ def draw(figure, rows: list[EpochMetrics], title: str) -> None:
         if any(v is not None for v in values):
             accuracy_axes.plot(epochs, [float("nan") if v is None else v for v in values], marker="o", label=label)
     accuracy_axes.set(xlabel="epoch", ylabel="accuracy", title=f"{title}: accuracy")
+    for axes in rate_axes:
+        axes.plot(epochs, [float("nan") if r is None else r for r in rates], marker="o", label="lr")
+        axes.set(xlabel="epoch", ylabel="learning rate", title=f"{title}: learning rate (last step of each epoch)")
     from matplotlib.ticker import MaxNLocator
 
-    for axes in (loss_axes, accuracy_axes):
+    for axes in (loss_axes, accuracy_axes, *rate_axes):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
         axes.legend()

@@ -114,6 +114,10 @@ def _train(
               f" checkpoint saved to {result.checkpoint}")
         print(f"resume with: laminae train --resume {run_dir}")
         return 128 + int(signal.Signals[result.stopped_by])
+    if result.stopped_early and not args.quiet:
+        config = model.train_config
+        print(f"stopped early: no better {config.monitor} for {config.patience} epochs;"
+              f" the best was epoch {result.state.best_epoch} ({run_dir / 'best.npz'})")
     if result.history:
         accuracy = result.history[-1].test_accuracy
     else:

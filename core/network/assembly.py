@@ -32,7 +32,7 @@ from laminae.network.spec import (
     resolve_model,
     with_train_overrides,
 )
-from laminae.protocols import Loss, Optimizer
+from laminae.protocols import Loss, Optimizer, Schedule, Transform
 from laminae.registry import Registry, make_registry
 
 
@@ -54,6 +54,12 @@ class ModelParts:
     registry: Registry | None = attrs.field(default=None, repr=False)
     """The registry that built the parts: training on threads (where workers
     cannot be forked) builds replicas with it."""
+    transforms: list[Transform] = attrs.field(factory=list, repr=False)
+    """The ``train.augment`` transforms, applied to every training batch in order."""
+    schedule: Schedule | None = attrs.field(default=None, repr=False)
+    """Sets the optimizer's ``lr`` before every step, from :attr:`base_lr`."""
+    base_lr: float | None = attrs.field(default=None, repr=False)
+    """The optimizer's ``lr`` as configured, which a schedule starts from."""
 
 
 def assemble(
@@ -126,10 +132,16 @@ def assemble_resolved(spec: Mapping[str, Any], registry: Registry, source: str =
         if not _too_big(exc):
             raise
         raise SpecError(f"{where}, {_layer_of(exc)}: its parameters cannot be allocated: {one_line(exc)}") from exc
+    optimizer_table = dict(spec["optimizer"])
+    schedule = optimizer_table.pop("schedule", None)
+    optimizer = registry.create("optimizers", optimizer_table)
     return ModelParts(
         network=network,
         loss=registry.create("losses", spec["loss"]),
-        optimizer=registry.create("optimizers", spec["optimizer"]),
+        optimizer=optimizer,
+        transforms=[registry.create("transforms", table) for table in train.augment],
+        schedule=None if schedule is None else registry.create("schedules", schedule),
+        base_lr=getattr(optimizer, "lr", None),
         spec=dict(spec),
         train_config=train,
         name=spec["name"],

@@ -21,7 +21,7 @@ import attrs
 from laminae.errors import SpecError, did_you_mean, location
 from laminae.fields import hyperparameters, instantiate, key_of
 from laminae.registry import KINDS, Registry
-from laminae.validators import non_negative_int, positive_int, thread_count
+from laminae.validators import non_negative_int, one_of, positive_int, thread_count
 
 SCHEMA_VERSION = 1
 """The only ``schema`` this version reads; a file without ``schema`` is read as 1."""
@@ -49,6 +49,12 @@ class TrainConfig:
     seed: int = attrs.field(default=0, validator=non_negative_int)
     validation: int = attrs.field(default=0, validator=non_negative_int)
     threads: int = attrs.field(default=1, validator=thread_count)
+    augment: list = attrs.field(factory=list, validator=attrs.validators.instance_of(list))
+    """Transform tables (``{ type = "shift", pixels = 2 }``), applied in order to every training batch."""
+    patience: int = attrs.field(default=0, validator=non_negative_int)
+    """Stop after this many epochs without a better ``monitor`` on the validation split (0: never)."""
+    monitor: str = attrs.field(default="val_accuracy", validator=one_of("val_accuracy", "val_loss"))
+    """The validation figure that decides the best epoch: its checkpoint is kept as ``best.npz``."""
 
 
 MAX_FILE_BYTES = 16 * 2**20
@@ -125,8 +131,12 @@ def resolve_model(
     parts = {}
     for key, kind in (("loss", "losses"), ("optimizer", "optimizers")):
         with location(where):
-            table = _table(raw[key], key)
+            table = dict(_table(raw[key], key))
+        schedule = table.pop("schedule", None) if key == "optimizer" else None
         parts[key] = _component(registry, kind, table, f"{where}, {key}")
+        if schedule is not None:  # any optimizer with an 'lr' takes one: not a field of its own
+            parts[key]["schedule"] = _schedule(registry, schedule, f"{where}, {key}, schedule")
+            _needs_lr(registry, table["type"], f"{where}, {key}, schedule")
     with location(where):
         dtype = resolve_dtype(raw.get("dtype", DTYPES[0]))
     with location(f"{where}, train"):
@@ -165,10 +175,32 @@ def _model_outline(raw: Mapping[str, Any]) -> tuple[str, tuple[int, ...], list[M
 
 
 def resolve_train(table: Mapping[str, Any], registry: Registry) -> dict[str, Any]:
-    """A ``[train]`` table as every TrainConfig field, defaults filled in."""
+    """A ``[train]`` table as every TrainConfig field, defaults filled in; its
+    ``augment`` list validated transform by transform, like layers."""
     config = instantiate(TrainConfig, table)
     registry.get("datasets", config.dataset)
-    return attrs.asdict(config)
+    augment = []
+    for index, item in enumerate(config.augment):
+        with location(f"augment {index}"):
+            item = _table(item, "augment")
+        kind = item.get("type")
+        named = f" ({kind})" if isinstance(kind, str) else ""
+        augment.append(_component(registry, "transforms", item, f"augment {index}{named}"))
+    if config.patience and not config.validation:
+        raise SpecError("'patience' watches the validation split: set 'validation' (samples held out) too")
+    return {**attrs.asdict(config), "augment": augment}
+
+
+def _schedule(registry: Registry, value: Any, where: str) -> dict[str, Any]:
+    with location(where):
+        table = _table(value, "schedule")
+    return _component(registry, "schedules", table, where)
+
+
+def _needs_lr(registry: Registry, optimizer: str, where: str) -> None:
+    """A schedule sets the optimizer's ``lr`` before every step: the optimizer must have one."""
+    if "lr" not in [key_of(f) for f in hyperparameters(registry.get("optimizers", optimizer))]:
+        raise SpecError(f"{where}: optimizer {optimizer!r} has no 'lr' key for a schedule to set")
 
 
 def resolve_dtype(value: Any) -> str:

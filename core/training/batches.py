@@ -15,8 +15,20 @@ SHUFFLE_STREAM = 0x5EED
 """Mixed into ``train.seed`` so the shuffle never reuses the initializers' stream."""
 
 
+AUGMENT_STREAM = 0xA06
+"""Mixed into ``train.seed`` for the augmentation transforms' stream, so adding
+a transform never changes the batch order."""
+
+
 def shuffle_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng([SHUFFLE_STREAM, seed])
+
+
+def augment_rng(seed: int) -> np.random.Generator:
+    """The generator every transform of a run draws from.  Unlike the shuffle's,
+    its state is saved after every batch a run stops at: a resumed run goes on
+    from the very draw an uninterrupted one would make."""
+    return np.random.default_rng([AUGMENT_STREAM, seed])
 
 
 def batch_count(samples: int, batch_size: int) -> int:

@@ -83,6 +83,8 @@ class TrainingResult:
     checkpoint: Path | None = None
     stopped_by: str = ""
     """The signal that stopped training early (``"SIGINT"``), if any."""
+    stopped_early: bool = False
+    """Whether ``train.patience`` epochs passed without a better validation figure."""
 
 
 def fit(parts: ModelParts, x: np.ndarray, y: np.ndarray, options: FitOptions | None = None) -> TrainingResult:
@@ -114,8 +116,12 @@ def fit(parts: ModelParts, x: np.ndarray, y: np.ndarray, options: FitOptions | N
         raise TrainingError(f"cannot train: {one_line(exc)}") from None
     if state.rng_state is None:
         state.rng_state = batches.shuffle_rng(state.seed).bit_generator.state
+    if state.augment_state is None:
+        state.augment_state = batches.augment_rng(state.seed).bit_generator.state
+    augment = rng_from_state(state.augment_state)
     probe(parts.network, training=False)  # a plugin's broken contract, named before the first batch
     run = RunDir(Path(o.run_dir), parts, o.registry) if o.run_dir is not None else None
+    stopped_early = False
     try:
         if run is not None:
             run.start(state)
@@ -126,21 +132,31 @@ def fit(parts: ModelParts, x: np.ndarray, y: np.ndarray, options: FitOptions | N
         quiet_numpy = np.errstate(over="ignore", invalid="ignore", divide="ignore")
         with _stepper(parts, state.threads, o.registry) as step, GracefulStop() as stop, quiet_numpy:
             while not state.finished and not stop.requested:
-                if not _train_epoch(parts, x, y, state, stop, show, run, step):
+                if not _train_epoch(parts, x, y, state, stop, show, run, step, augment):
                     break
+                val_loss, val_accuracy = (None, None) if o.validation_data is None else evaluate(parts, *o.validation_data)
                 row = EpochMetrics(
                     epoch=state.epoch + 1,
                     train_loss=state.loss_sum / state.seen,
                     train_accuracy=state.correct / state.seen,
-                    val_accuracy=None if o.validation_data is None else evaluate(parts, *o.validation_data)[1],
+                    val_accuracy=val_accuracy,
                     test_accuracy=None if o.test_data is None else evaluate(parts, *o.test_data)[1],
                     seconds=state.seconds,
+                    val_loss=val_loss,
+                    lr=getattr(parts.optimizer, "lr", None),
                 )
                 _next_epoch(state)
                 history.append(row)
+                improved = _note_best(state, row, parts.train_config.monitor)
+                stalled = bool(parts.train_config.patience) and row.epoch - state.best_epoch >= parts.train_config.patience
+                if stalled:
+                    state.epochs = state.epoch  # finished: a resume has nothing left to do
+                    stopped_early = True
                 if run is not None:
                     run.log(row)
                     run.save(state)
+                    if improved:
+                        run.save_best(state)
                 if o.on_epoch is not None:
                     o.on_epoch(row)
             interrupted = stop.requested and not state.finished
@@ -150,7 +166,7 @@ def fit(parts: ModelParts, x: np.ndarray, y: np.ndarray, options: FitOptions | N
         if run is not None:
             run.close()
     saved = run.checkpoint_file if run is not None else None
-    return TrainingResult(history, state, interrupted, saved, stop.signal_name if interrupted else "")
+    return TrainingResult(history, state, interrupted, saved, stop.signal_name if interrupted else "", stopped_early)
 
 
 def _stepper(parts: ModelParts, threads: int, registry: Registry | None) -> contextlib.AbstractContextManager[Step]:
@@ -162,6 +178,17 @@ def _stepper(parts: ModelParts, threads: int, registry: Registry | None) -> cont
     return ThreadedStep(parts, threads, registry)
 
 
+def _note_best(state: TrainingState, row: EpochMetrics, monitor: str) -> bool:
+    """Whether ``row`` beats the best validation figure so far (and record it if so)."""
+    value = row.val_accuracy if monitor == "val_accuracy" else row.val_loss
+    if value is None:
+        return False
+    if state.best is not None and (value <= state.best if monitor == "val_accuracy" else value >= state.best):
+        return False
+    state.best, state.best_epoch = value, row.epoch
+    return True
+
+
 def _train_epoch(
     parts: ModelParts,
     x: np.ndarray,
@@ -171,9 +198,14 @@ def _train_epoch(
     show: bool,
     run: RunDir | None,
     step: Step,
+    augment: np.random.Generator,
 ) -> bool:
-    """Run the rest of the current epoch; False if a signal stopped it early."""
+    """Run the rest of the current epoch; False if a signal stopped it early.
+
+    Every batch goes through the model's transforms (drawing from ``augment``)
+    and, with a schedule, sets the optimizer's ``lr`` for its step first."""
     params, grads, optimizer = parts.network.params, parts.network.grads, parts.optimizer
+    transforms, schedule, base_lr = parts.transforms, parts.schedule, parts.base_lr
     labels = y if y.ndim == 1 else y.argmax(axis=1)
     rng = rng_from_state(state.rng_state)
     order = batches.epoch_order(rng, len(x))
@@ -186,7 +218,18 @@ def _train_epoch(
     try:
         while batch < count:
             index = order[batch * size : (batch + 1) * size]
-            loss, hits = step(x[index], y[index], labels[index])
+            xb = x[index]
+            for transform in transforms:
+                try:
+                    xb = transform(xb, augment)
+                except Exception as exc:
+                    raise blame(exc, lambda: parts.network.registry.describe("transforms", transform), "__call__")
+            if schedule is not None:
+                try:
+                    optimizer.lr = schedule(base_lr, state.epoch * count + batch, count, state.epochs)
+                except Exception as exc:
+                    raise blame(exc, lambda: parts.network.registry.describe("schedules", schedule), "__call__")
+            loss, hits = step(xb, y[index], labels[index])
             if not math.isfinite(loss):
                 raise TrainingError(
                     f"the loss became {loss} at epoch {state.epoch + 1}, batch {batch + 1} of {count};"
@@ -208,6 +251,7 @@ def _train_epoch(
     finally:
         if bar is not None:
             bar.close()
+        state.augment_state = augment.bit_generator.state
     state.batch, state.loss_sum, state.correct, state.seen = batch, loss_sum, correct, seen
     state.seconds += time.perf_counter() - started
     if batch == count:

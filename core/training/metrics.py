@@ -16,7 +16,9 @@ import attrs
 from laminae.errors import DataError
 
 METRICS_FILE = "metrics.csv"
-COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_accuracy", "test_accuracy", "seconds")
+COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_accuracy", "lr", "seconds")
+OPTIONAL_COLUMNS = ("val_loss", "lr")
+"""Columns a run written before they existed lacks: read as empty."""
 
 
 @attrs.frozen
@@ -25,7 +27,9 @@ class EpochMetrics:
 
     ``train_loss`` and ``train_accuracy`` are averaged over the batches as
     they were seen (weights still changing), so they need no second pass.
-    ``seconds`` is the training time of the epoch, evaluation excluded.
+    ``seconds`` is the training time of the epoch, evaluation excluded;
+    ``lr`` the learning rate of its last step (None for an optimizer without
+    one).
     """
 
     epoch: int
@@ -34,14 +38,18 @@ class EpochMetrics:
     val_accuracy: float | None
     test_accuracy: float | None
     seconds: float
+    val_loss: float | None = None
+    lr: float | None = None
 
     def row(self) -> list[str]:
         return [
             str(self.epoch),
             f"{self.train_loss:.6g}",
             f"{self.train_accuracy:.6f}",
+            _optional(self.val_loss, ".6g"),
             _optional(self.val_accuracy),
             _optional(self.test_accuracy),
+            _optional(self.lr, ".6g"),
             f"{self.seconds:.3f}",
         ]
 
@@ -50,13 +58,15 @@ class EpochMetrics:
         parts = [f"epoch {self.epoch}/{epochs}: train loss {self.train_loss:.4f}, accuracy {self.train_accuracy:.4f}"]
         if self.val_accuracy is not None:
             parts.append(f"val accuracy {self.val_accuracy:.4f}")
+        if self.lr is not None:
+            parts.append(f"lr {self.lr:.4g}")
         if self.test_accuracy is not None:
             parts.append(f"test accuracy {self.test_accuracy:.4f}")
         return ", ".join(parts) + f" ({self.seconds:.1f} s)"
 
 
-def _optional(value: float | None) -> str:
-    return "" if value is None else f"{value:.6f}"
+def _optional(value: float | None, spec: str = ".6f") -> str:
+    return "" if value is None else format(value, spec)
 
 
 def start_log(run_dir: Path, keep: Iterable[EpochMetrics] = ()) -> None:
@@ -90,6 +100,8 @@ def read_log(path: Path) -> list[EpochMetrics]:
                 _parse_optional(row["val_accuracy"]),
                 _parse_optional(row["test_accuracy"]),
                 float(row["seconds"]),
+                val_loss=_parse_optional(row.get("val_loss") or ""),
+                lr=_parse_optional(row.get("lr") or ""),
             )
             for row in rows
         ]

@@ -29,6 +29,9 @@ from laminae.training.metrics import EpochMetrics
 from laminae.training.state import TrainingState
 
 SPEC_FILE = "spec.json"
+BEST_FILE = "best.npz"
+"""The checkpoint of the epoch with the best validation figure (``train.monitor``),
+kept beside the last one (``model.npz``) when a validation split is held out."""
 LOCK_FILE = ".lock"
 """Held (``flock``) by the run writing the directory: a second writer is refused.
 The kernel drops the lock when its process ends, however it ends, so a
@@ -91,6 +94,16 @@ class RunDir:
     def log(self, row: EpochMetrics) -> None:
         with self.writing("cannot record the epoch"):
             metrics.append(self.path, row)
+
+    @property
+    def best_file(self) -> Path:
+        return self.path / BEST_FILE
+
+    def save_best(self, state: TrainingState) -> Path:
+        """The checkpoint of the epoch with the best validation figure so far."""
+        with self.writing("cannot write the best checkpoint"):
+            checkpoint.save(self.parts, self.best_file, training=state.to_json(), registry=self.registry)
+        return self.best_file
 
     def save(self, state: TrainingState) -> Path:
         with self.writing("cannot write the checkpoint"):

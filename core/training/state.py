@@ -8,7 +8,7 @@ import attrs
 from laminae.errors import CheckpointError, one_line
 from laminae.randomness import rng_from_state
 from laminae.training import batches
-from laminae.validators import non_negative_int, non_negative_number, positive_int, thread_count
+from laminae.validators import non_negative_int, non_negative_number, number, positive_int, thread_count
 
 
 def _rng_state(_state: TrainingState, _attribute: attrs.Attribute, value: Any) -> None:
@@ -40,6 +40,12 @@ class TrainingState:
     seen: int = attrs.field(default=0, validator=non_negative_int)
     seconds: float = attrs.field(default=0.0, validator=non_negative_number)
     threads: int = attrs.field(default=1, validator=thread_count)
+    augment_state: dict[str, Any] | None = attrs.field(default=None, validator=_rng_state)
+    """The augmentation generator's state after the last batch done."""
+    best: float | None = attrs.field(default=None, validator=attrs.validators.optional(number()))
+    """The best monitored validation figure so far (``train.monitor``)."""
+    best_epoch: int = attrs.field(default=0, validator=non_negative_int)
+    """The epoch that reached :attr:`best` (0: none yet)."""
 
     @property
     def finished(self) -> bool:

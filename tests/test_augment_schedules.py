@@ -1,0 +1,221 @@
+"""Augmentation transforms, learning-rate schedules and early stopping."""
+from __future__ import annotations
+
+import csv
+
+import attrs
+import numpy as np
+import pytest
+
+import laminae
+from laminae.cli import main
+from laminae.plugins.schedules import Cosine, InverseTime, OneCycle, Step
+from laminae.plugins.transforms import Crop, Cutout, Flip, Shift
+from tests.test_registry import plugin
+from tests.training_helpers import LossSpy, params_equal
+
+TRANSFORMS = [Shift(pixels=2), Crop(pad=3), Flip(p=0.5), Cutout(size=6, p=0.8)]
+
+
+def batch(n=16, seed=0):
+    return np.random.default_rng(seed).random((n, 1, 12, 12), dtype=np.float32)
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS, ids=lambda t: type(t).__name__)
+def test_a_transform_keeps_shape_and_dtype_leaves_its_input_and_follows_its_generator(transform):
+    x = batch()
+    before = x.copy()
+    out = transform(x, np.random.default_rng(5))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert np.array_equal(x, before)
+    assert np.array_equal(out, transform(x, np.random.default_rng(5)))
+    assert not np.array_equal(out, x)  # it did something to some image
+    assert not np.array_equal(out, transform(x, np.random.default_rng(6)))
+
+
+def test_shift_moves_whole_images_and_fills_with_zeros():
+    x = np.zeros((1, 1, 5, 5), np.float32)
+    x[0, 0, 2, 2] = 1
+    seen = set()
+    for seed in range(200):
+        out = Shift(pixels=1)(x, np.random.default_rng(seed))
+        (r, c) = np.argwhere(out[0, 0] == 1)[0]
+        assert out.sum() == 1
+        seen.add((r - 2, c - 2))
+    assert seen == {(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)}
+
+
+def test_flip_mirrors_and_cutout_zeroes_a_square():
+    x = batch(64)
+    flipped = Flip(p=1.0)(x, np.random.default_rng(0))
+    assert np.array_equal(flipped, x[..., ::-1])
+    assert np.array_equal(Flip(p=0.0)(x, np.random.default_rng(0)), x)
+    cut = Cutout(size=4, p=1.0)(x + 1, np.random.default_rng(0))
+    zeros = (cut == 0).reshape(64, -1).sum(axis=1)
+    assert zeros.max() == 16 and zeros.min() >= 4  # a 4x4 square, clipped at most to 2x2 at a corner
+
+
+def test_schedules_give_their_rates():
+    step = Step(every=2, gamma=0.5)
+    assert [step(0.1, s, 10, 6) for s in (0, 19, 20, 45)] == [0.1, 0.1, 0.05, 0.025]
+    cosine = Cosine(warmup_epochs=1, floor=0.1)
+    assert cosine(1.0, 0, 10, 5) == pytest.approx(0.1) and cosine(1.0, 9, 10, 5) == pytest.approx(1.0)
+    assert cosine(1.0, 10, 10, 5) == pytest.approx(1.0) and cosine(1.0, 30, 10, 5) == pytest.approx(0.55)
+    cycle = OneCycle(rise=0.25, div=10, final_div=100)
+    assert cycle(1.0, 0, 10, 4) == pytest.approx(0.1) and cycle(1.0, 10, 10, 4) == pytest.approx(1.0)
+    assert cycle(1.0, 40, 10, 4) == pytest.approx(0.01)
+    assert InverseTime(decay=0.5)(1.0, 4, 10, 1) == pytest.approx(1 / 3)
+
+
+def spec(**train):
+    return {
+        "name": "tiny_cnn",
+        "input": [1, 12, 12],
+        "layers": [{"type": "conv", "filters": 4, "size": 3}, {"type": "relu"}, {"type": "pool"},
+                   {"type": "affine", "units": 3}],
+        "loss": "softmax_cross_entropy",
+        "optimizer": {"type": "sgd", "lr": 0.1, "momentum": 0.9,
+                      "schedule": {"type": "cosine", "warmup_epochs": 1}},
+        "train": {"epochs": 3, "batch_size": 16, "seed": 3, "augment": [{"type": "shift", "pixels": 2},
+                                                                        {"type": "cutout", "size": 4}], **train},
+    }
+
+
+def data(n=96):
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, n)
+    x = rng.random((n, 1, 12, 12), dtype=np.float32) * 0.3
+    x[np.arange(n), 0, 3 + 3 * y, 3:9] += 0.7
+    return x, y
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_resuming_with_augmentation_and_a_schedule_is_bit_for_bit(registry, tmp_path, threads):
+    x, y = data()
+    reference = laminae.build(spec(threads=threads), registry=registry)
+    reference.fit(x, y, progress=False, run_dir=tmp_path / "reference")
+    stopped = laminae.build(spec(threads=threads), registry=registry)
+    stopped.loss = LossSpy(stopped.loss, at=9)  # epoch 2, batch 3
+    assert stopped.fit(x, y, progress=False, run_dir=tmp_path / "run").interrupted
+    model, state = laminae.load_training(tmp_path / "run", registry=registry)
+    model.fit(x, y, progress=False, run_dir=tmp_path / "run", resume=state)
+    assert params_equal(model.network, reference.network)
+    strip = lambda p: [line.rsplit(",", 1)[0] for line in p.read_text().splitlines()]  # noqa: E731
+    assert strip(tmp_path / "run" / "metrics.csv") == strip(tmp_path / "reference" / "metrics.csv")
+
+
+def test_the_learning_rate_of_each_epoch_is_recorded(registry, tmp_path):
+    x, y = data()
+    laminae.build(spec(), registry=registry).fit(x, y, progress=False, run_dir=tmp_path)
+    with open(tmp_path / "metrics.csv") as file:
+        rates = [float(row["lr"]) for row in csv.DictReader(file)]
+    steps = 6  # 96 samples in batches of 16
+    expected = [Cosine(warmup_epochs=1)(0.1, (e + 1) * steps - 1, steps, 3) for e in range(3)]
+    assert rates == pytest.approx(expected, rel=1e-5)
+    assert rates[0] > rates[1] > rates[2]
+
+
+def test_plot_draws_the_learning_rate(registry, tmp_path):
+    from matplotlib.figure import Figure
+
+    from laminae.cli.plot import draw
+    from laminae.training.metrics import read_log
+
+    x, y = data()
+    laminae.build(spec(), registry=registry).fit(x, y, progress=False, run_dir=tmp_path)
+    figure = Figure()
+    draw(figure, read_log(tmp_path / "metrics.csv"), "run")
+    assert [axes.get_ylabel() for axes in figure.axes] == ["loss", "accuracy", "learning rate"]
+
+
+def test_inverse_time_schedule_is_sgd_decay_bit_for_bit(registry):
+    x, y = data()
+    with_decay = {**spec(), "optimizer": {"type": "sgd", "lr": 0.1, "decay": 0.01}}
+    with_decay["train"] = {**with_decay["train"], "augment": []}
+    scheduled = {**with_decay, "optimizer": {"type": "sgd", "lr": 0.1,
+                                             "schedule": {"type": "inverse_time", "decay": 0.01}}}
+    a, b = laminae.build(with_decay, registry=registry), laminae.build(scheduled, registry=registry)
+    a.fit(x, y, progress=False)
+    b.fit(x, y, progress=False)
+    assert params_equal(a.network, b.network)
+
+
+@attrs.define(eq=False)
+class Counting:
+    """Counts the batches it sees (a transform must never reach evaluation)."""
+
+    calls: list = attrs.field(factory=list)
+
+    def __call__(self, x, rng):
+        self.calls.append(len(x))
+        return x
+
+
+def test_transforms_are_off_in_evaluation_and_prediction(tmp_path):
+    extra = plugin("counting", register_transforms=lambda register: register("counting", Counting))
+    registry = laminae.make_registry(plugins=[extra], autoload=False)
+    model = laminae.build({**spec(), "train": {"epochs": 1, "batch_size": 16, "augment": ["counting"]}},
+                          registry=registry)
+    (counter,) = model.transforms
+    x, y = data()
+    model.fit(x, y, progress=False, validation_data=(x, y), test_data=(x, y))
+    assert counter.calls == [16] * 6  # the six training batches, no evaluation chunk
+    model.evaluate(x, y)
+    model.predict(x)
+    model.predict_proba(x)
+    assert counter.calls == [16] * 6
+
+
+def test_early_stopping_keeps_the_best_and_the_last_checkpoint(registry, tmp_path):
+    x, y = data()
+    frozen = {**spec(validation=32, patience=2, epochs=20), "optimizer": {"type": "sgd", "lr": 1e-12}}
+    model = laminae.build(frozen, registry=registry)
+    result = model.fit(x[32:], y[32:], validation_data=(x[:32], y[:32]), progress=False, run_dir=tmp_path)
+    assert result.stopped_early and not result.interrupted
+    assert len(result.history) == 3 and result.state.best_epoch == 1  # nothing better after epoch 1
+    assert (tmp_path / "best.npz").exists() and (tmp_path / "model.npz").exists()
+    _, state = laminae.load_training(tmp_path / "best.npz", registry=registry)
+    assert state.epoch == 1
+    _, state = laminae.load_training(tmp_path, registry=registry)
+    assert state.finished  # a resume has nothing left to do
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ('augment = [{ type = "rotate" }]', "train: augment 0 (rotate): unknown transform type 'rotate'"),
+        ('augment = [{ type = "shift", pixels = 0 }]', "train: augment 0 (shift): 'pixels' must be at least 1, got 0"),
+        ("patience = 3", "train: 'patience' watches the validation split: set 'validation' (samples held out) too"),
+        ('monitor = "loss"', "train: 'monitor' must be one of 'val_accuracy', 'val_loss', got 'loss' (str)"),
+    ],
+)
+def test_a_bad_train_table_is_one_line(capsys, tmp_path, edit, message):
+    path = tmp_path / "m.toml"
+    path.write_text(
+        "[models.m]\ninput = [4]\nlayers = [{ type = \"affine\", units = 2 }]\nloss = \"softmax_cross_entropy\"\n"
+        f"optimizer = \"sgd\"\ntrain = {{ {edit} }}\n"
+    )
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"laminae check: error: {path}: model 'm', {message}")
+
+
+def test_a_schedule_needs_an_optimizer_with_lr(capsys, tmp_path):
+    @attrs.define(eq=False)
+    class NoRate:
+        def step(self, params, grads):
+            pass
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    extra = plugin("norate", register_optimizers=lambda register: register("norate", NoRate))
+    registry = laminae.make_registry(plugins=[extra], autoload=False)
+    doc = {**spec(), "optimizer": {"type": "norate", "schedule": "cosine"}}
+    with pytest.raises(laminae.SpecError, match=(
+        r"^<dict>: model 'tiny_cnn', optimizer, schedule: optimizer 'norate' has no 'lr' key for a schedule to set$"
+    )):
+        laminae.build(doc, registry=registry)
