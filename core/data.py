@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import attrs
 import numpy as np
 import platformdirs
 
-from laminae.errors import DataError
+from laminae.errors import DataError, PluginError, one_line
 
 DATA_ENV = "LAMINAE_DATA"
 """The environment variable naming a data root, searched after ``--data-dir``."""
@@ -156,14 +157,63 @@ def data_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
 class ImageDataset:
     """A convenient base for data set plugins (the protocol needs none).
 
-    Holding out a validation split is left to the caller
-    (:meth:`DatasetSplits.hold_out`), which owns the ``validation`` and
-    ``seed`` settings of a training run; a data set only reads its files.
+    A subclass names its ``folder`` and writes ``read_folder(folder)``;
+    :meth:`load` then calls it for ``root / folder`` under each data root in
+    order, and the first folder that has the data wins:
+
+    * ``read_folder`` raises ``FileNotFoundError`` when its files are not in
+      that folder: not found here, try the next root;
+    * it raises :class:`laminae.DataError` for a file that is there but
+      wrong (corrupt, inconsistent): that stops the search, since a broken
+      file must not be silently passed over for another copy.
+
+    When no root has the data, :meth:`not_found` is called, which raises a
+    one-line DataError naming the folders (override it to fetch the files).
+    A data set that reads no data folder (generated, or shipped inside its
+    package) overrides :meth:`read` instead.  Holding out a validation split
+    is left to the caller (:meth:`DatasetSplits.hold_out`), which owns the
+    ``validation`` and ``seed`` settings of a training run.
     """
+
+    folder: ClassVar[str | None] = None
+    """This data set's sub-folder in every data root (``"mnist"``); by
+    convention the name it is registered under."""
 
     def load(self, roots: Sequence[str | os.PathLike] | None = None) -> DatasetSplits:
         """Read the data set from the first of ``roots`` that has it (default: :func:`data_roots`)."""
         return self.read(data_roots() if roots is None else [Path(root) for root in roots])
 
     def read(self, roots: list[Path]) -> DatasetSplits:
-        raise NotImplementedError
+        """``read_folder(root / folder)`` for each root in turn, until one has the data."""
+        if self.folder is None:
+            raise PluginError(
+                f"data set {type(self).__name__} names no folder: set folder = '...' in its class"
+                " and write read_folder(folder), or override read(roots)"
+            )
+        folders = [root / self.folder for root in roots]
+        reasons = []
+        for folder in folders:
+            try:
+                return self.read_folder(folder)
+            except FileNotFoundError as missing:
+                reasons.append(_missing(missing))
+        return self.not_found(folders, reasons[0] if reasons else "no data folders to search")
+
+    def read_folder(self, folder: Path) -> DatasetSplits:
+        """The data set from ``folder``; ``FileNotFoundError`` if its files are not there."""
+        raise PluginError(f"data set {type(self).__name__} names a folder but has no read_folder(folder) method")
+
+    def not_found(self, folders: list[Path], reason: str) -> DatasetSplits:
+        """No folder had the data (``reason`` says what the first one lacked): a one-line DataError."""
+        where = ", ".join(map(str, folders)) or "no data folders"
+        raise DataError(
+            f"{self.folder}: not found ({reason}); looked in {where}; put the files in one of those folders,"
+            f" or pass --data-dir DIR or set {DATA_ENV}=DIR with them in DIR/{self.folder}/"
+        )
+
+
+def _missing(error: FileNotFoundError) -> str:
+    """What a ``FileNotFoundError`` says is missing, in a few words."""
+    if error.filename is not None:
+        return f"no {Path(error.filename).name}"
+    return one_line(error)

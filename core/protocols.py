@@ -119,7 +119,11 @@ class Dataset(Protocol):
 
     ``load`` receives the root folders to search, in order (``--data-dir``,
     ``$LAMINAE_DATA``, the per-user cache); each holds one sub-folder per data
-    set.  It returns the train and test splits.
+    set.  It returns the train and test splits, or raises a one-line
+    :class:`laminae.DataError` naming where it looked.  Subclassing
+    :class:`laminae.data.ImageDataset` does the search: its ``read_folder``
+    gets the data set's own folder under each root in turn, and raises
+    ``FileNotFoundError`` to have the next root tried.
     """
 
     def load(self, roots: list[Any]) -> Any: ...

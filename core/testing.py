@@ -2,12 +2,14 @@
 
 ``check_layer(Tanh(), (3, 5))`` builds the layer in float64 and float32 and
 checks what every layer must get right: gradients that match central
-differences for the input and every parameter, an inferred output shape that
-matches the real one, float32 in giving float32 out, an input left untouched,
-and parameters that depend on the seed alone.  ``check_loss``,
-``check_optimizer`` and ``check_initializer`` do the same for the other kinds.
-A failure raises :class:`ConformanceError` (an ``AssertionError``) naming the
-plugin class, the check and the numbers.
+differences for the input and every parameter, in training and in inference
+mode, written into ``grads`` in place, an inferred output shape that matches
+the real one, float32 in giving float32 out, an input left untouched,
+parameters that depend on the seed alone, and a state that survives a round
+trip.  ``check_loss``, ``check_optimizer``, ``check_initializer`` and
+``check_dataset`` do the same for the other kinds.  A failure raises
+:class:`ConformanceError` (an ``AssertionError``) naming the plugin class,
+the check and the numbers.
 
 The ``*_cases`` helpers turn a table of registered names and options into
 ``pytest.param`` objects, so that one parametrised test checks every class a
@@ -16,14 +18,21 @@ plugin provides, each under its own test id.
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import attrs
 import numpy as np
 
+from laminae.data import DatasetSplits
+from laminae.errors import DataError, did_you_mean, one_line
 from laminae.protocols import BuildContext
-from laminae.protocols import Initializer, Layer, Loss, Optimizer
+from laminae.protocols import Dataset, Initializer, Layer, Loss, Optimizer
+from laminae.registry import ENTRY_POINT_GROUP
 
 
 class ConformanceError(AssertionError):
@@ -121,6 +130,14 @@ def output_problem(out: Any, batch: int, declared: tuple[int, ...], dtype: np.dt
     return None
 
 
+@attrs.frozen
+class _Tolerances:
+    max_checks: int
+    eps: float
+    rtol: float
+    atol: float
+
+
 def check_layer(
     layer: Layer,
     input_shape: Sequence[int],
@@ -134,84 +151,170 @@ def check_layer(
     rtol: float = 1e-4,
     atol: float = 1e-7,
 ) -> None:
-    """Run every layer conformance check on fresh copies of ``layer`` (an attrs instance)."""
+    """Run every layer conformance check on fresh copies of ``layer`` (an attrs instance).
+
+    Gradients are checked in inference mode, and in training mode too where a
+    training forward repeats itself: a layer with ``state_dict`` gets its
+    state reloaded before every forward, so dropout's masks repeat and its
+    training mode is checked as well; a layer random in training without
+    state is checked in inference mode only.
+    """
     subject = f"layer {name or type(layer).__name__}"
     input_shape = tuple(input_shape)
     rng = np.random.default_rng(seed + 1)
 
-    net64, out_shape = _build(layer, input_shape, np.float64, seed, registry)
+    def build(dtype: Any = np.float64, input_grad: bool = True) -> tuple[Any, tuple]:
+        return _build(layer, input_shape, dtype, seed, registry, input_grad)
+
     x = rng.standard_normal((batch, *input_shape))
-    x_before = x.copy()
-    out = net64.forward(x, True)
-    if tuple(out.shape) != (batch, *out_shape):
-        _fail(subject, "inferred shape", f"build() said {out_shape} per sample but forward gave {tuple(out.shape[1:])}")
-    deterministic = np.array_equal(out, net64.forward(x, True))
-    training = deterministic
-    weights = rng.standard_normal(out.shape)
+    repeats, out_shape = _forward_repeats(subject, build, x)
+    weights = rng.standard_normal((batch, *out_shape))
+    limits = _Tolerances(max_checks, eps, rtol, atol)
+    analytic = {
+        training: _check_gradients(subject, build, x, weights, training, rng, limits)
+        for training in (True, False)
+        if repeats[training]
+    }
 
-    def loss() -> float:
-        return float(np.sum(net64.forward(x, training) * weights))
-
-    net64.forward(x, training)
-    dx = net64.backward(weights.copy())
-    if not np.array_equal(x, x_before):
-        _fail(subject, "input unchanged", "forward or backward modified its input array")
-    if dx.shape != x.shape:
-        _fail(subject, "input gradient shape", f"backward returned {dx.shape} for input {x.shape}")
-    analytic_params = {k: g.copy() for k, g in net64.grads.items()}
-    if set(analytic_params) != set(net64.params):
-        _fail(subject, "parameter names", f"params {sorted(net64.params)} but grads {sorted(analytic_params)}")
-
-    indices = _sample_indices(x.shape, max_checks, rng)
-    numeric = numerical_gradient(loss, x, indices, eps)
-    _compare(subject, "input gradient (float64)", np.array([dx[i] for i in indices]), numeric, rtol, atol)
-    for pname, param in net64.params.items():
-        indices = _sample_indices(param.shape, max_checks, rng)
-        numeric = numerical_gradient(loss, param, indices, eps)
-        analytic = np.array([analytic_params[pname][i] for i in indices])
-        _compare(subject, f"gradient of {pname!r} (float64)", analytic, numeric, rtol, atol)
-
-    net32, _ = _build(layer, input_shape, np.float32, seed, registry)
-    x32 = x_before.astype(np.float32)
+    net32, _ = build(np.float32)
+    x32 = x.astype(np.float32)
+    poisoned = poison_gradients(net32)
     out32 = net32.forward(x32, False)
-    if out32.dtype != np.float32:
-        _fail(subject, "float32 stays float32", f"float32 input gave {out32.dtype} output")
+    _refuse(subject, "float32 stays float32", output_problem(out32, batch, out_shape, np.float32, "forward"))
     dx32 = net32.backward(np.ones_like(out32))
-    if dx32.dtype != np.float32:
-        _fail(subject, "float32 stays float32", f"float32 input gave a {dx32.dtype} input gradient")
+    _refuse(subject, "float32 stays float32", output_problem(dx32, batch, input_shape, np.float32, "backward"))
     for pname, param in net32.params.items():
-        if param.dtype != np.float32 or net32.grads[pname].dtype != np.float32:
-            _fail(subject, "float32 stays float32", f"parameter {pname!r} or its gradient is not float32")
+        if param.dtype != np.float32:
+            _fail(subject, "float32 stays float32", f"parameter {pname!r} is {param.dtype}")
+    _refuse(subject, "gradients written in place (float32)", gradient_problem(net32, poisoned))
 
-    first_layer, _ = _build(layer, input_shape, np.float64, seed, registry, input_grad=False)
-    first_layer.forward(x_before.copy(), training)
+    training = True in analytic
+    first_layer, _ = build(input_grad=False)
+    reset = _state_reset(subject, first_layer)
+    reset()
+    first_layer.forward(x.copy(), training)
     skipped = first_layer.backward(weights.copy())
     if skipped is not None and skipped.shape != x.shape:
         _fail(subject, "first layer (input_grad=False)", f"backward returned {skipped.shape} for input {x.shape}")
-    if deterministic:
-        for pname, grad in first_layer.grads.items():
-            if not np.allclose(grad, analytic_params[pname], rtol=1e-10, atol=1e-12):
-                _fail(subject, "first layer (input_grad=False)", f"gradient of {pname!r} differs from a layer that computes dx")
+    for pname, grad in first_layer.grads.items():
+        if not np.allclose(grad, analytic[training][pname], rtol=1e-10, atol=1e-12):
+            _fail(subject, "first layer (input_grad=False)", f"gradient of {pname!r} differs from a layer that computes dx")
 
-    first, _ = _build(layer, input_shape, np.float64, seed, registry)
-    second, _ = _build(layer, input_shape, np.float64, seed, registry)
+    first, _ = build()
+    second, _ = build()
     for pname in first.params:
         if not np.array_equal(first.params[pname], second.params[pname]):
             _fail(subject, "same seed, same parameters", f"two builds with seed {seed} differ in {pname!r}")
     if hasattr(layer, "state_dict"):
-        _check_layer_state(subject, first, second, x_before)
+        _check_layer_state(subject, first, second, x)
+
+
+def _refuse(subject: str, check: str, problem: str | None) -> None:
+    if problem is not None:
+        _fail(subject, check, problem)
+
+
+def _state_reset(subject: str, layer: Any) -> Callable[[], None]:
+    """A function that puts ``layer``'s state (if it has one) back as it is now."""
+    if not hasattr(layer, "state_dict"):
+        return lambda: None
+    saved = _through_npz(subject, layer.state_dict())
+    return lambda: layer.load_state_dict({key: value.copy() for key, value in saved.items()})
+
+
+def _forward_repeats(
+    subject: str, build: Callable[[], tuple[Any, tuple]], x: np.ndarray
+) -> tuple[dict[bool, bool], tuple[int, ...]]:
+    """Whether a forward gives the same output twice, in each mode, and the
+    output shape ``build`` declared (checked against the real one).
+
+    In training mode the layer's state is reloaded before each forward, so
+    only a layer random in training without a state_dict does not repeat.
+    Inference must repeat as it stands, state and all: predicting twice
+    gives the same answer.
+    """
+    repeats = {}
+    for training in (True, False):
+        net, out_shape = build()
+        reset = _state_reset(subject, net) if training else lambda: None
+        reset()
+        out = net.forward(x.copy(), training)
+        if not isinstance(out, np.ndarray) or tuple(out.shape) != (len(x), *out_shape):
+            shown = tuple(out.shape[1:]) if isinstance(out, np.ndarray) else type(out).__name__
+            _fail(subject, "inferred shape", f"build() said {out_shape} per sample but forward gave {shown}")
+        out = out.copy()
+        reset()
+        repeats[training] = np.array_equal(out, net.forward(x.copy(), training))
+    if not repeats[False]:
+        _fail(
+            subject, "inference repeats",
+            "two forward(x, training=False) calls gave different outputs; inference must depend on the input,"
+            " the parameters and the state alone",
+        )
+    return repeats, out_shape
+
+
+def _check_gradients(
+    subject: str,
+    build: Callable[[], tuple[Any, tuple]],
+    x: np.ndarray,
+    weights: np.ndarray,
+    training: bool,
+    rng: np.random.Generator,
+    limits: _Tolerances,
+) -> dict[str, np.ndarray]:
+    """Hold one mode's backward to central differences of ``sum(forward(x) * weights)``,
+    with the gradients written in place; returns the parameters' gradients."""
+    mode = "training" if training else "inference"
+    net, out_shape = build()
+    reset = _state_reset(subject, net)
+    if set(net.grads) != set(net.params):
+        _fail(subject, "parameter names", f"params {sorted(net.params)} but grads {sorted(net.grads)}")
+    poisoned = poison_gradients(net)
+    x_before = x.copy()
+    reset()
+    out = net.forward(x, training)
+    _refuse(subject, f"forward ({mode})", output_problem(out, len(x), out_shape, x.dtype, "forward"))
+    dx = net.backward(weights.copy())
+    if not np.array_equal(x, x_before):
+        _fail(subject, "input unchanged", "forward or backward modified its input array")
+    _refuse(subject, f"input gradient ({mode})", output_problem(dx, len(x), x.shape[1:], x.dtype, "backward"))
+    dx = dx.copy()
+    if set(net.grads) != set(net.params):
+        _fail(subject, "parameter names", f"params {sorted(net.params)} but grads {sorted(net.grads)}")
+    _refuse(subject, f"gradients written in place ({mode})", gradient_problem(net, poisoned))
+    analytic = {pname: grad.copy() for pname, grad in net.grads.items()}
+
+    def loss() -> float:
+        reset()
+        return float(np.sum(net.forward(x, training) * weights))
+
+    indices = _sample_indices(x.shape, limits.max_checks, rng)
+    numeric = numerical_gradient(loss, x, indices, limits.eps)
+    check = f"input gradient (float64, {mode})"
+    _compare(subject, check, np.array([dx[i] for i in indices]), numeric, limits.rtol, limits.atol)
+    for pname, param in net.params.items():
+        indices = _sample_indices(param.shape, limits.max_checks, rng)
+        numeric = numerical_gradient(loss, param, indices, limits.eps)
+        got = np.array([analytic[pname][i] for i in indices])
+        _compare(subject, f"gradient of {pname!r} (float64, {mode})", got, numeric, limits.rtol, limits.atol)
+    return analytic
 
 
 def _check_layer_state(subject: str, used: Any, fresh: Any, x: np.ndarray) -> None:
-    """A fresh copy loaded with ``used``'s saved state takes the very next step ``used`` takes."""
+    """A fresh copy loaded with ``used``'s saved state infers what ``used`` infers
+    and takes the very next training step ``used`` takes."""
     used.forward(x.copy(), True)
     fresh.load_state_dict(_through_npz(subject, used.state_dict()))
-    expected, got = used.forward(x.copy(), True), fresh.forward(x.copy(), True)
-    if not np.array_equal(expected, got):
-        _fail(
-            subject, "state round-trip",
-            f"forward after load_state_dict differs (max abs difference {np.max(np.abs(expected - got)):.3g})",
-        )
+    for training in (False, True):
+        expected = np.array(used.forward(x.copy(), training), copy=True)
+        got = fresh.forward(x.copy(), training)
+        if not np.array_equal(expected, got):
+            _fail(
+                subject, "state round-trip",
+                f"forward(x, training={training}) after load_state_dict differs"
+                f" (max abs difference {np.max(np.abs(expected - got)):.3g})",
+            )
 
 
 def check_loss(
@@ -394,6 +497,87 @@ def check_initializer(
                 _fail(subject, "same seed, same values", f"two draws of {shape} from generators seeded {seed} differ")
 
 
+def check_dataset(dataset: Dataset, roots: Sequence[str | os.PathLike], *, name: str | None = None) -> None:
+    """Check what a data set loads from ``roots`` and what it does where its files are not.
+
+    The splits: a :class:`laminae.data.DatasetSplits` whose train and test
+    images are float32 N x C x H x W in [0, 1], of one sample shape, with as
+    many int64 labels inside ``0 .. classes - 1``, neither split empty.  The
+    search: an empty data root put first is passed over, and a load from
+    only an empty root raises a one-line :class:`laminae.DataError` naming
+    where it looked (a data set that reads no files may load anyway).  Give
+    a data set that downloads its files with downloading off.
+    """
+    subject = f"data set {name or type(dataset).__name__}"
+    roots = [Path(root) for root in roots]
+    splits = dataset.load(roots)
+    _check_splits(subject, "splits", splits)
+    with tempfile.TemporaryDirectory(prefix="laminae-empty-root-") as empty:
+        _check_passed_over(subject, dataset, splits, [Path(empty), *roots])
+        _check_missing_files(subject, dataset, empty)
+
+
+def _check_splits(subject: str, check: str, splits: Any) -> None:
+    if not isinstance(splits, DatasetSplits):
+        _fail(subject, check, f"load() returned {type(splits).__name__}, not a laminae.data.DatasetSplits")
+    classes = splits.classes
+    if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or classes < 1:
+        _fail(subject, check, f"classes is {classes!r}, not a positive int")
+    if not isinstance(splits.source, str) or not splits.source.strip():
+        _fail(subject, check, f"source is {splits.source!r}: say in words what was loaded from where")
+    for part in ("train", "test"):
+        _refuse(subject, check, _split_problem(part, getattr(splits, part), classes, splits.train.x.shape[1:]))
+
+
+def _split_problem(part: str, split: Any, classes: int, sample_shape: tuple[int, ...]) -> str | None:
+    x, y = np.asarray(split.x), np.asarray(split.y)
+    if x.dtype != np.float32 or x.ndim != 4:
+        return f"{part} images are {x.dtype} {x.shape}, not float32 N x C x H x W"
+    if len(x) == 0:
+        return f"the {part} split is empty"
+    if x.shape[1:] != sample_shape:
+        return f"{part} images are {x.shape[1:]}, train images {sample_shape}"
+    if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        return f"{part} pixel values lie in [{x.min():g}, {x.max():g}], not in [0, 1]"
+    if y.dtype != np.int64 or y.shape != (len(x),):
+        return f"{part} labels are {y.dtype} {y.shape}, not int64 ({len(x)},)"
+    if y.min() < 0 or y.max() >= classes:
+        return f"{part} labels lie in {y.min()}..{y.max()}, outside 0..{classes - 1}"
+    return None
+
+
+def _check_passed_over(subject: str, dataset: Any, splits: Any, roots: list[Path]) -> None:
+    check = "an empty root is passed over"
+    try:
+        again = dataset.load(roots)
+    except DataError as err:
+        _fail(
+            subject, check,
+            f"load() raised DataError: {err}; raise FileNotFoundError where the files are not, so that the next root is tried",
+        )
+    _check_splits(subject, check, again)
+    for part in ("train", "test"):
+        if not np.array_equal(getattr(splits, part).y, getattr(again, part).y):
+            _fail(subject, check, f"with {roots[0]} put first the {part} split differs")
+
+
+def _check_missing_files(subject: str, dataset: Any, empty: str) -> None:
+    check = "missing files"
+    try:
+        found = dataset.load([Path(empty)])
+    except DataError as err:
+        if empty not in str(err):
+            _fail(subject, check, f"the DataError does not say where it looked ({empty}): {err}")
+        return
+    except Exception as exc:
+        _fail(
+            subject, check,
+            f"load() from an empty root raised {one_line(exc, with_type=True)}; raise laminae.DataError,"
+            " one line naming where it looked",
+        )
+    _check_splits(subject, f"{check} (loaded anyway)", found)
+
+
 @attrs.frozen
 class Case:
     """One registered class to check, with the options a TOML table would give it.
@@ -406,6 +590,9 @@ class Case:
     type_name: str
     options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
     input_shape: tuple[int, ...] | None = None
+    """A layer's input shape (one sample)."""
+    roots: tuple[Path, ...] = attrs.field(default=(), converter=lambda roots: tuple(Path(r) for r in roots))
+    """The data roots a data set is loaded from."""
 
     @property
     def id(self) -> str:
@@ -419,6 +606,8 @@ class Case:
         obj = registry.create(self.kind, {"type": self.type_name, **self.options})
         if self.kind == "layers":
             check_layer(obj, self.input_shape, registry=registry, name=self.type_name)
+        elif self.kind == "datasets":
+            check_dataset(obj, self.roots, name=self.type_name)
         else:
             CHECKS[self.kind](obj, name=self.type_name)
 
@@ -428,6 +617,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "losses": check_loss,
     "optimizers": check_optimizer,
     "initializers": check_initializer,
+    "datasets": check_dataset,
 }
 """The check for each kind of registration that has one."""
 
@@ -443,10 +633,19 @@ def layer_cases(table: Mapping[str, Sequence[tuple[Mapping[str, Any], Sequence[i
     return _params([Case("layers", t, opts, tuple(shape)) for t, rows in table.items() for opts, shape in rows])
 
 
+def dataset_cases(table: Mapping[str, Sequence[tuple[Mapping[str, Any], Sequence[str | os.PathLike]]]]) -> list[Any]:
+    """``pytest.param`` objects for ``{"type": [(options, roots), ...]}``: each data set
+    loaded from ``roots`` (a folder of small test files, say)."""
+    return _params([Case("datasets", t, opts, roots=roots) for t, rows in table.items() for opts, roots in rows])
+
+
 def cases(kind: str, table: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Any]:
-    """``pytest.param`` objects for ``{"type": [options, ...]}`` of a kind other than layers."""
-    if kind not in CHECKS or kind == "layers":
-        raise ValueError(f"cases() takes 'losses', 'optimizers' or 'initializers', not {kind!r}; use layer_cases()")
+    """``pytest.param`` objects for ``{"type": [options, ...]}`` of a kind other than layers and data sets."""
+    if kind not in CHECKS or kind in ("layers", "datasets"):
+        raise ValueError(
+            f"cases() takes 'losses', 'optimizers' or 'initializers', not {kind!r};"
+            " use layer_cases() or dataset_cases()"
+        )
     return _params([Case(kind, t, opts) for t, rows in table.items() for opts in rows])
 
 
@@ -454,7 +653,35 @@ def uncovered(registry: Any, plugin: str, params: Sequence[Any]) -> list[str]:
     """What ``plugin`` registers, as ``"layers:tanh"``, that no case in ``params`` checks.
 
     Asserting that this is empty keeps a new class from shipping untested.
+    ``plugin`` is the name ``laminae plugins`` shows (an entry point's name,
+    ``extras``) or the name the registry loaded it under (the module of
+    ``make_registry(plugins=[laminae_extras])``, ``laminae_extras``): either
+    finds it, whichever way the registry was made.  A name the registry does
+    not know, or a plugin that failed to load, is a ``ValueError``: a test
+    of nothing must not pass.
     """
+    aliases = _plugin_aliases(plugin)
+    info = next((p for p in registry.plugins if p.name in aliases), None)
+    if info is None:
+        known = [p.name for p in registry.plugins]
+        raise ValueError(
+            f"uncovered: no plugin {plugin!r} in this registry{did_you_mean(plugin, known)}"
+            f" (plugins: {', '.join(known) or 'none'})"
+        )
+    if not info.ok:
+        raise ValueError(
+            f"uncovered: plugin {info.name!r} was not loaded ({info.status}: {info.reason}), so none of it can be checked"
+        )
     checked = {(p.values[0].kind, p.values[0].type_name) for p in params}
-    provided = [key for key, owner in registry.owners.items() if owner == plugin and key[0] in CHECKS]
+    provided = [key for key, owner in registry.owners.items() if owner == info.name and key[0] in CHECKS]
     return sorted(f"{kind}:{name}" for kind, name in provided if (kind, name) not in checked)
+
+
+def _plugin_aliases(plugin: str) -> set[str]:
+    """``plugin`` and the other name of the same entry point plugin: its entry
+    point's name (``extras``) and the module it names (``laminae_extras``)."""
+    aliases = {plugin}
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        if plugin in (point.name, point.value, point.module):
+            aliases |= {point.name, point.value, point.module}
+    return aliases

@@ -1,13 +1,15 @@
 """The ``mnist``, ``fashion-mnist`` and ``mnist-sample`` data sets: 28x28
 grey images of ten classes, loaded as float32 in [0, 1] with integer labels.
 
-A data set's ``read(roots)`` finds its files, decodes them, and hands the
-arrays to :func:`laminae.data.make_split`, which checks them (shapes, label
-range) and scales the pixels.  MNIST and Fashion-MNIST share everything but
-their folder and mirrors: four IDX files, found in the first data root that
-has them all, or downloaded into the first root.  MNIST is also accepted in
-the two other forms people already have on disk (Keras' ``mnist.npz``, the
-classic ``mnist.pkl.gz``), so nobody has to download it again.  The file
+A data set's ``read_folder(folder)`` decodes the files in its folder of one
+data root (``FileNotFoundError`` when they are not there, so the next root is
+tried) and hands the arrays to :func:`laminae.data.make_split`, which checks
+them (shapes, label range) and scales the pixels.  MNIST and Fashion-MNIST
+share everything but their folder and mirrors: four IDX files, found in the
+first data root that has them all, or downloaded into the first root (their
+``not_found``).  MNIST is also accepted in the two other forms people already
+have on disk (Keras' ``mnist.npz``, the classic ``mnist.pkl.gz``), so nobody
+has to download it again.  The file
 formats and the downloader are in :mod:`laminae.plugins.data_files`.
 """
 from __future__ import annotations
@@ -65,30 +67,12 @@ class IdxDataset(ImageDataset):
         kw_only=True,
     )
 
-    def read(self, roots: list[Path]) -> DatasetSplits:
-        folders = [root / self.folder for root in roots]
-        for folder in folders:
-            found = self.read_folder(folder)
-            if found is not None:
-                return found
-        if not folders:
-            raise DataError(f"{self.folder}: no data folders to search")
-        if not self.download:
-            raise DataError(f"{self.title}: files not found and download = false; {self._how_to_supply(folders)}")
-        target = folders[0]
-        try:
-            for stem in IDX_STEMS:
-                if _find(target, stem) is None:
-                    fetch(f"{stem}.gz", self.md5[stem], target, self.mirrors)
-        except DataError as err:
-            raise DataError(f"{err.message}; {self._how_to_supply(folders)}") from None
-        return self.read_folder(target)
-
-    def read_folder(self, folder: Path) -> DatasetSplits | None:
-        """The data set from ``folder``, or None if the files are not all there."""
+    def read_folder(self, folder: Path) -> DatasetSplits:
+        """The data set from the four IDX files in ``folder``; ``FileNotFoundError`` if one is missing."""
         paths = {stem: _find(folder, stem) for stem in IDX_STEMS}
-        if None in paths.values():
-            return None
+        missing = [stem for stem, path in paths.items() if path is None]
+        if missing:
+            raise FileNotFoundError(f"no {missing[0]}[.gz] in {folder}")
         train, test = (
             make_split(
                 read_idx(paths[idx_stem(part, "images")], IMAGES_MAGIC),
@@ -101,6 +85,21 @@ class IdxDataset(ImageDataset):
             for part in PARTS
         )
         return DatasetSplits(train, test, CLASSES, f"{self.title} from {folder} (IDX)")
+
+    def not_found(self, folders: list[Path], reason: str) -> DatasetSplits:
+        """Download the missing files into the first folder, unless downloading is off."""
+        if not folders:
+            raise DataError(f"{self.folder}: no data folders to search")
+        if not self.download:
+            raise DataError(f"{self.title}: files not found and download = false; {self._how_to_supply(folders)}")
+        target = folders[0]
+        try:
+            for stem in IDX_STEMS:
+                if _find(target, stem) is None:
+                    fetch(f"{stem}.gz", self.md5[stem], target, self.mirrors)
+        except DataError as err:
+            raise DataError(f"{err.message}; {self._how_to_supply(folders)}") from None
+        return self.read_folder(target)
 
     def _how_to_supply(self, folders: list[Path]) -> str:
         wanted = ", ".join(f"{stem}[.gz]" for stem in IDX_STEMS)
@@ -139,10 +138,11 @@ class Mnist(IdxDataset):
     )
     other_files = ("mnist.npz", "mnist.pkl.gz")
 
-    def read_folder(self, folder: Path) -> DatasetSplits | None:
-        found = super().read_folder(folder)
-        if found is not None:
-            return found
+    def read_folder(self, folder: Path) -> DatasetSplits:
+        try:
+            return super().read_folder(folder)
+        except FileNotFoundError:
+            pass
         keras = folder / "mnist.npz"
         if keras.is_file():
             train, test = read_keras_layout(str(keras), str(keras), CLASSES, IMAGE_SHAPE)
@@ -153,7 +153,7 @@ class Mnist(IdxDataset):
             train = make_split(train_x, train_y, CLASSES, f"{pickled} [train+valid]")
             test = make_split(test_x, test_y, CLASSES, f"{pickled} [test]")
             return DatasetSplits(train, test, CLASSES, f"{self.title} from {pickled}")
-        return None
+        raise FileNotFoundError(f"no IDX files, mnist.npz or mnist.pkl.gz in {folder}")
 
 
 @attrs.define

@@ -1,13 +1,15 @@
-"""laminae.data: the split types, holding out a validation set, the data roots."""
+"""laminae.data: the split types, holding out a validation set, the data roots, the folder search."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 
-from laminae import DataError
-from laminae.data import DATA_ENV, DatasetSplits, Split, data_roots, hold_out, make_split
+from laminae import DataError, PluginError
+from laminae.data import DATA_ENV, DatasetSplits, ImageDataset, Split, data_roots, hold_out, make_split
+from tests.dataset_helpers import Squares, write_squares
 
 
 def split(n: int) -> Split:
@@ -64,3 +66,89 @@ def test_data_roots_order(monkeypatch, tmp_path):
     assert data_roots(str(tmp_path / "env")) == [tmp_path / "env", cache[0]]
     monkeypatch.setenv(DATA_ENV, "~/somewhere")
     assert data_roots()[0] == Path.home() / "somewhere"
+
+
+# --- ImageDataset: its own folder under each root ----------------------------
+
+
+def test_read_folder_gets_the_data_sets_folder_under_each_root_in_order(tmp_path):
+    seen = []
+
+    @attrs.define
+    class Watched(Squares):
+        def read_folder(self, folder):
+            seen.append(folder)
+            return super().read_folder(folder)
+
+    write_squares(tmp_path / "b")
+    write_squares(tmp_path / "c")
+    splits = Watched().load([tmp_path / "a", tmp_path / "b", tmp_path / "c"])
+    assert seen == [tmp_path / "a" / "squares", tmp_path / "b" / "squares"]
+    assert splits.source == f"squares from {tmp_path / 'b' / 'squares' / 'squares.npz'}"
+    assert (len(splits.train), len(splits.test), splits.sample_shape) == (12, 6, (1, 4, 4))
+
+
+def test_a_corrupt_file_stops_the_search(tmp_path):
+    """DataError means the files are there but wrong: the next root is not tried."""
+    (tmp_path / "a" / "squares").mkdir(parents=True)
+    (tmp_path / "a" / "squares" / "squares.npz").write_bytes(b"not an archive")
+    write_squares(tmp_path / "b")
+
+    @attrs.define
+    class Strict(Squares):
+        def read_folder(self, folder):
+            path = folder / "squares.npz"
+            if path.is_file() and path.read_bytes()[:2] != b"PK":
+                raise DataError(f"{path}: not an npz archive")
+            return super().read_folder(folder)
+
+    with pytest.raises(DataError) as caught:
+        Strict().load([tmp_path / "a", tmp_path / "b"])
+    assert str(caught.value) == f"{tmp_path / 'a' / 'squares' / 'squares.npz'}: not an npz archive"
+
+
+def test_no_root_with_the_data_is_one_line_naming_every_folder(tmp_path):
+    with pytest.raises(DataError) as caught:
+        Squares().load([tmp_path / "a", tmp_path / "b"])
+    assert str(caught.value) == (
+        f"squares: not found (no squares.npz); looked in {tmp_path / 'a' / 'squares'}, {tmp_path / 'b' / 'squares'};"
+        " put the files in one of those folders, or pass --data-dir DIR or set LAMINAE_DATA=DIR with them in DIR/squares/"
+    )
+    with pytest.raises(DataError, match=r"^squares: not found \(no data folders to search\); looked in no data folders;"):
+        Squares().load([])
+
+
+def test_not_found_may_fetch_the_files(tmp_path):
+    @attrs.define
+    class Fetching(Squares):
+        def not_found(self, folders, reason):
+            write_squares(folders[0].parent)
+            return self.read_folder(folders[0])
+
+    assert len(Fetching().load([tmp_path / "a", tmp_path / "b"]).train) == 12
+    assert (tmp_path / "a" / "squares" / "squares.npz").is_file()
+
+
+def test_a_data_set_without_a_folder_says_what_to_write():
+    @attrs.define
+    class Nameless(ImageDataset):
+        pass
+
+    with pytest.raises(PluginError) as caught:
+        Nameless().load([])
+    assert str(caught.value) == (
+        "data set Nameless names no folder: set folder = '...' in its class and write read_folder(folder),"
+        " or override read(roots)"
+    )
+
+
+def test_a_data_set_that_overrides_read_still_gets_every_root(tmp_path):
+    """The API before folders: read(roots) with all the roots, which a data set without files uses."""
+
+    @attrs.define
+    class Generated(ImageDataset):
+        def read(self, roots):
+            assert roots == [tmp_path / "a", tmp_path / "b"]
+            return DatasetSplits(split(4), split(2), 3, "generated")
+
+    assert Generated().load([tmp_path / "a", str(tmp_path / "b")]).source == "generated"

@@ -21,6 +21,7 @@ import pytest
 import laminae
 from laminae import DataError
 from laminae.plugins.mnist import IDX_STEMS, FashionMnist, Mnist, MnistSample, idx_stem, register_datasets
+from laminae.testing import check_dataset
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COUNTS = {"train": 30, "test": 12}
@@ -104,6 +105,16 @@ def test_idx_files_load_gzipped_or_not(tmp_path, cls, gz):
     splits = cls(download=False).load([tmp_path])
     assert_synthetic(splits)
     assert str(tmp_path / cls.folder) in splits.source
+
+
+@pytest.mark.parametrize("cls", [Mnist, FashionMnist])
+def test_the_idx_data_sets_pass_the_conformance_kit(tmp_path, cls):
+    write_idx_folder(tmp_path / cls.folder)
+    check_dataset(cls(download=False), [tmp_path], name=cls.folder)
+
+
+def test_the_sample_passes_the_conformance_kit():
+    check_dataset(MnistSample(), [], name="mnist-sample")
 
 
 def test_first_root_holding_the_files_wins(tmp_path):

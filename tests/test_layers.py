@@ -73,7 +73,7 @@ def test_kit_catches_a_wrong_gradient(registry):
         def backward(self, dout):
             return dout
 
-    with pytest.raises(ConformanceError, match=r"layer broken: input gradient \(float64\): analytic"):
+    with pytest.raises(ConformanceError, match=r"layer broken: input gradient \(float64, training\): analytic"):
         check_layer(LeakyBackward(), (6,), name="broken")
 
 
