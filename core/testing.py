@@ -30,8 +30,7 @@ import numpy as np
 
 from laminae.data import DatasetSplits
 from laminae.errors import DataError, did_you_mean, one_line
-from laminae.protocols import BuildContext
-from laminae.protocols import Dataset, Initializer, Layer, Loss, Optimizer
+from laminae.protocols import BuildContext, Dataset, Initializer, Layer, Loss, Optimizer, Schedule, Transform
 from laminae.registry import ENTRY_POINT_GROUP
 
 
@@ -497,6 +496,46 @@ def check_initializer(
                 _fail(subject, "same seed, same values", f"two draws of {shape} from generators seeded {seed} differ")
 
 
+def check_transform(transform: Transform, *, seed: int = 0, name: str | None = None) -> None:
+    """Check that a transform keeps a batch's shape and dtype (float32 and float64),
+    never writes into its input, draws from the generator it is given and from
+    nothing else (the same generator state, the same output), and changes
+    something: a transform that never does is a configuration mistake."""
+    subject = f"transform {name or type(transform).__name__}"
+    changed = False
+    for dtype in (np.float32, np.float64):
+        x = np.random.default_rng(seed + 1).random((16, 2, 10, 12)).astype(dtype)
+        before = x.copy()
+        first = transform(x, np.random.default_rng(seed))
+        if not isinstance(first, np.ndarray) or first.shape != x.shape or first.dtype != x.dtype:
+            got = f"{first.dtype} {first.shape}" if isinstance(first, np.ndarray) else type(first).__name__
+            _fail(subject, "shape and dtype kept", f"a {x.dtype} {x.shape} batch came back as {got}")
+        if not np.array_equal(x, before):
+            _fail(subject, "input unchanged", "it wrote into the batch it was given")
+        if not np.array_equal(first, transform(x, np.random.default_rng(seed))):
+            _fail(subject, "same generator, same output", f"two calls with generators seeded {seed} differ")
+        changed = changed or not np.array_equal(first, x)
+    if not changed:
+        _fail(subject, "changes the batch", "16 images came back unchanged in both float types")
+
+
+def check_schedule(schedule: Schedule, *, name: str | None = None) -> None:
+    """Check that a schedule gives a finite, non-negative rate for every step of a
+    run, the same rate each time it is asked (it keeps no state), and never
+    more than a hundred times the configured ``lr``."""
+    subject = f"schedule {name or type(schedule).__name__}"
+    lr, steps_per_epoch, epochs = 0.1, 7, 5
+    rates = [schedule(lr, step, steps_per_epoch, epochs) for step in range(steps_per_epoch * epochs)]
+    for step, rate in enumerate(rates):
+        if not isinstance(rate, (int, float, np.floating)) or not np.isfinite(rate) or rate < 0:
+            _fail(subject, "finite rates", f"step {step} of 35 gave {rate!r}")
+        if rate > 100 * lr:
+            _fail(subject, "bounded rates", f"step {step} gave {rate:g} for lr {lr:g}")
+    again = [schedule(lr, step, steps_per_epoch, epochs) for step in reversed(range(steps_per_epoch * epochs))]
+    if again[::-1] != rates:
+        _fail(subject, "no state", "asking for the same steps again, in another order, gave other rates")
+
+
 def check_dataset(dataset: Dataset, roots: Sequence[str | os.PathLike], *, name: str | None = None) -> None:
     """Check what a data set loads from ``roots`` and what it does where its files are not.
 
@@ -618,6 +657,8 @@ CHECKS: dict[str, Callable[..., None]] = {
     "optimizers": check_optimizer,
     "initializers": check_initializer,
     "datasets": check_dataset,
+    "transforms": check_transform,
+    "schedules": check_schedule,
 }
 """The check for each kind of registration that has one."""
 
@@ -643,7 +684,7 @@ def cases(kind: str, table: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[A
     """``pytest.param`` objects for ``{"type": [options, ...]}`` of a kind other than layers and data sets."""
     if kind not in CHECKS or kind in ("layers", "datasets"):
         raise ValueError(
-            f"cases() takes 'losses', 'optimizers' or 'initializers', not {kind!r};"
+            f"cases() takes 'losses', 'optimizers', 'initializers', 'transforms' or 'schedules', not {kind!r};"
             " use layer_cases() or dataset_cases()"
         )
     return _params([Case(kind, t, opts) for t, rows in table.items() for opts in rows])

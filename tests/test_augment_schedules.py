@@ -11,6 +11,7 @@ import laminae
 from laminae.cli import main
 from laminae.plugins.schedules import Cosine, InverseTime, OneCycle, Step
 from laminae.plugins.transforms import Crop, Cutout, Flip, Shift
+from laminae.testing import ConformanceError, cases, check_schedule, check_transform, uncovered
 from tests.test_registry import plugin
 from tests.training_helpers import LossSpy, params_equal
 
@@ -219,3 +220,54 @@ def test_a_schedule_needs_an_optimizer_with_lr(capsys, tmp_path):
         r"^<dict>: model 'tiny_cnn', optimizer, schedule: optimizer 'norate' has no 'lr' key for a schedule to set$"
     )):
         laminae.build(doc, registry=registry)
+
+
+BUILTIN_TRANSFORMS = cases("transforms", {
+    "shift": [{"pixels": 1}, {"pixels": 3}],
+    "crop": [{"pad": 2}],
+    "flip": [{}],
+    "cutout": [{"size": 4}, {"size": 3, "p": 0.5}],
+})
+BUILTIN_SCHEDULES = cases("schedules", {
+    "step": [{}, {"every": 1, "gamma": 0.5}],
+    "cosine": [{}, {"warmup_epochs": 1.5, "floor": 0.05}],
+    "one_cycle": [{}],
+    "inverse_time": [{"decay": 0.01}],
+})
+
+
+@pytest.mark.parametrize("case", BUILTIN_TRANSFORMS + BUILTIN_SCHEDULES)
+def test_every_builtin_transform_and_schedule_passes_the_conformance_kit(case, registry):
+    case.check(registry)
+
+
+def test_the_kit_covers_every_builtin_transform_and_schedule(registry):
+    assert uncovered(registry, "laminae.plugins.transforms", BUILTIN_TRANSFORMS) == []
+    assert uncovered(registry, "laminae.plugins.schedules", BUILTIN_SCHEDULES) == []
+
+
+@attrs.define(eq=False)
+class Sloppy:
+    """Writes into its input and draws from numpy's global generator."""
+
+    def __call__(self, x, rng):
+        x += np.random.random(x.shape).astype(x.dtype)
+        return x
+
+
+@attrs.define(eq=False)
+class Leaky:
+    """Remembers a step count between calls."""
+
+    calls: int = 0
+
+    def __call__(self, lr, step, steps_per_epoch, epochs):
+        self.calls += 1
+        return lr / self.calls
+
+
+def test_the_kit_catches_a_broken_transform_and_schedule():
+    with pytest.raises(ConformanceError, match="transform Sloppy: input unchanged: it wrote into the batch"):
+        check_transform(Sloppy())
+    with pytest.raises(ConformanceError, match="schedule Leaky: no state: asking for the same steps again"):
+        check_schedule(Leaky())

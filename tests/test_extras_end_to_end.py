@@ -15,7 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRAS = ROOT / "docs" / "examples" / "laminae-extras"
-EXTRAS_LINE = "extras 0.1.0 entry point ok: layer:tanh, layer:leaky_relu, layer:dropout, optimizer:adam, initializer:uniform"
+EXTRAS_LINE = ("extras 0.1.0 entry point ok: layer:tanh, layer:leaky_relu, layer:dropout, optimizer:adam, initializer:uniform,"
+               " transform:gaussian_noise, schedule:cosine_restarts")
 ACCURACY = re.compile(r"test accuracy: (\d\.\d{4}) \((\d+)/(\d+)\)")
 
 

@@ -190,7 +190,8 @@ def test_uncovered_refuses_a_plugin_that_did_not_load():
     )
 
 
-EXTRAS = ["initializers:uniform", "layers:dropout", "layers:leaky_relu", "layers:tanh", "optimizers:adam"]
+EXTRAS = ["initializers:uniform", "layers:dropout", "layers:leaky_relu", "layers:tanh", "optimizers:adam",
+          "schedules:cosine_restarts", "transforms:gaussian_noise"]
 
 
 @pytest.mark.parametrize("loaded", ["by hand", "from its entry point"])

@@ -18,6 +18,8 @@ CASES = [
     ),
     *cases("optimizers", {"adam": [{"lr": 0.05}, {"lr": 0.02, "beta1": 0.5, "beta2": 0.9}]}),
     *cases("initializers", {"uniform": [{}, {"limit": 0.1}]}),
+    *cases("transforms", {"gaussian_noise": [{}, {"std": 0.3}]}),
+    *cases("schedules", {"cosine_restarts": [{}, {"period": 2.5}]}),
 ]
 
 

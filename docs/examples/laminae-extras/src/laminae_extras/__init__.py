@@ -9,6 +9,8 @@ import laminae
 from laminae_extras.activations import LeakyReLU, Tanh
 from laminae_extras.adam import Adam
 from laminae_extras.dropout import Dropout
+from laminae_extras.noise import GaussianNoise
+from laminae_extras.restarts import CosineRestarts
 from laminae_extras.uniform import Uniform
 
 __version__ = "0.1.0"
@@ -29,3 +31,13 @@ def register_optimizers(register):
 @laminae.hookimpl
 def register_initializers(register):
     register("uniform", Uniform)
+
+
+@laminae.hookimpl
+def register_transforms(register):
+    register("gaussian_noise", GaussianNoise)
+
+
+@laminae.hookimpl
+def register_schedules(register):
+    register("cosine_restarts", CosineRestarts)
