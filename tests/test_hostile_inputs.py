@@ -263,3 +263,13 @@ def test_sigkill_at_any_moment_leaves_a_whole_checkpoint_and_a_resumable_run(tmp
         assert saved.name == "m"
     _, state = laminae.load_training(tmp_path / "run")
     assert state.epoch > 0
+
+
+def test_check_lets_each_model_go_before_building_the_next(tmp_path):
+    """Sixty models of 4M parameters each: 2.9 GB if check kept them alive, in a
+    process allowed 1 GB."""
+    text = "".join(MODEL.format(name=f"m{i}", units=5000, threads=1) for i in range(60))
+    path = model_file(tmp_path, text=text)
+    result = run_laminae("check", path, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ok  m") == 60

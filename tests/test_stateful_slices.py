@@ -98,3 +98,24 @@ def test_a_layer_whose_state_cannot_combine_is_still_refused(registry):
         r" and has no combine_states method; use threads = 1$"
     )):
         net.fit(np.zeros((4, 4), np.float32), np.array([0, 1, 0, 1]), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda a: a.update({"layer/1.mean": a["layer/1.mean"].astype(np.int64)}), "state 'mean' holds int64, expected float32"),
+        (lambda a: a.update({"layer/1.mean": a["layer/1.mean"][:10]}), "state 'mean' has shape (10,), expected (100,)"),
+        (lambda a: a.update({"layer/1.extra": np.zeros(3, np.float32)}), "unexpected state 'extra'"),
+        (lambda a: a.pop("layer/1.var"), "state 'var' is missing"),
+    ],
+)
+def test_batch_norm_state_is_checked_on_load(setup, tmp_path, damage, reason):
+    registry = setup[0]
+    path = model(setup).save(tmp_path / "bn.npz")
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    damage(arrays)
+    np.savez(path, **arrays)
+    with pytest.raises(laminae.CheckpointError) as caught:
+        laminae.load(path, registry=registry)
+    assert caught.value.message == f"{path}: layer 1 (batchnorm): {reason}"
