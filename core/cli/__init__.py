@@ -18,7 +18,7 @@ from typing import NoReturn
 from laminae import __version__
 from laminae.errors import LaminaeError
 
-SUBCOMMANDS = ["check", "summary", "layers", "plugins", "train", "eval", "predict", "plot"]
+SUBCOMMANDS = ["check", "summary", "layers", "plugins", "train", "eval", "predict", "plot", "tune"]
 
 USER_ERROR = 2
 TRACEBACK_ENV = "LAMINAE_TRACEBACK"

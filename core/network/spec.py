@@ -27,7 +27,9 @@ SCHEMA_VERSION = 1
 """The only ``schema`` this version reads; a file without ``schema`` is read as 1."""
 
 TOP_KEYS = ("schema", "models")
-MODEL_KEYS = ("description", "extends", "input", "layers", "loss", "optimizer", "train", "dtype")
+MODEL_KEYS = ("description", "extends", "input", "layers", "loss", "optimizer", "train", "dtype", "tune")
+"""``tune`` is the search space of ``laminae tune`` (read by laminae.tuning); it
+is accepted here and never reaches the resolved spec."""
 REQUIRED_MODEL_KEYS = ("input", "layers", "loss", "optimizer")
 RESOLVED_KEYS = ("name", "description", "input", "layers", "loss", "optimizer", "train", "dtype")
 DTYPES = ("float32", "float64")

@@ -1,0 +1,192 @@
+"""``laminae tune`` on the bundled MNIST sample: workers, resuming, pruning, failed trials, bad tables."""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+import tomllib
+from pathlib import Path
+
+import optuna
+import pytest
+
+import laminae
+from laminae.cli import main
+from laminae.tuning import tune
+from laminae.tuning.paths import check_path, value_at, with_values
+from laminae.tuning.study import read_model
+from laminae.tuning.table import read_tune_table
+from laminae.tuning.trials import StudySetup
+from laminae.tuning.workers import fail_orphans
+from tests.tune_helpers import SMALL, epochs_logged, journal, logged_test_accuracies, trials_of, tune_command, write_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_two_workers_share_the_journal_and_a_second_run_resumes(tmp_path):
+    model, out = write_model(tmp_path), tmp_path / "study"
+    first = tune_command(model, "small", "--workers", 2, "--out", out, "--quiet")
+    assert first.returncode == 0, first.stderr
+    trials = trials_of(journal(out))
+    states = [t.state.name for t in trials]
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert states.count("COMPLETE") + states.count("PRUNED") == 6 and states.count("COMPLETE") >= 2
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers ran trials
+    for trial in trials:  # each trial trained once, in its own run directory, never on the test set
+        run_dir = out / "trials" / f"{trial.number:04d}"
+        assert epochs_logged(run_dir) == list(range(1, trial.user_attrs["epochs"] + 1))
+        assert (run_dir / "model.npz").exists()
+        assert set(logged_test_accuracies(run_dir)) == {""}
+        assert trial.user_attrs["epochs"] == (2 if trial.state.name == "COMPLETE" else max(trial.intermediate_values))
+    lines = first.stdout.splitlines()
+    assert sum(bool(re.match(r"trial \d+ (complete|pruned) \(\d/6\): val_accuracy ", line)) for line in lines) == 6
+    assert any(line.startswith("test accuracy of best trial") for line in lines)
+
+    best = out / "best.toml"
+    assert "# The best trial" in best.read_text()
+    trained = laminae.from_toml(best, "small")
+    assert trained.spec["layers"][0]["units"] == optuna.load_study(study_name="small", storage=journal(out)).best_params["layers.0.units"]
+    assert main(["train", str(best), "small", "--epochs", "1", "--out", str(tmp_path / "best-run"), "--quiet"]) == 0
+
+    again = tune_command(model, "small", "--out", out, "--quiet")
+    assert again.returncode == 0 and "already has its 6 trials" in again.stdout
+    more = tune_command(model, "small", "--trials", 8, "--out", out, "--quiet")
+    assert more.returncode == 0, more.stderr
+    resumed = trials_of(journal(out))
+    assert sorted(t.number for t in resumed) == list(range(8))
+    assert [t.params for t in resumed[:6]] == [t.params for t in trials]
+
+    listed = tune_command(model, "small", "--out", out, "--list")
+    rows = listed.stdout.splitlines()
+    assert rows[0].split()[:3] == ["trial", "state", "val_accuracy"] and len(rows) == 9
+    values = [float(row.split()[2]) for row in rows[1:] if row.split()[1] == "complete"]
+    assert values == sorted(values, reverse=True)
+
+
+def test_one_python_call_prunes_records_failures_and_tunes_a_plugin_key(tmp_path):
+    """laminae-extras' dropout ``rate`` is searched like a built-in key; a kernel
+    larger than its input fails that trial, in one line, and the study goes on."""
+    doc = tomllib.loads(SMALL.replace('{ type = "relu" },', '{ type = "relu" },\n  { type = "dropout", rate = 0.1 },'))
+    doc["models"]["small"]["layers"].insert(0, {"type": "conv", "filters": 2, "size": 3})
+    doc["models"]["small"]["tune"].update(trials=8, sampler="random", startup_trials=1, baseline=True)
+    doc["models"]["small"]["tune"]["space"] = {
+        "optimizer.lr": {"type": "float", "low": 1e-5, "high": 0.1, "log": True},
+        "layers.3.rate": {"type": "float", "low": 0.0, "high": 0.5},
+        "layers.0.size": {"type": "choice", "choices": [3, 40]},
+    }
+    lines: list[str] = []
+    result = tune(doc, "small", out=tmp_path / "study", show=lines.append, bar=False)
+    trials = trials_of(journal(tmp_path / "study"))
+    states = [t.state.name for t in trials]
+    assert len(trials) == result.trials == 8 and states[0] == "COMPLETE"
+    assert trials[0].params == {"optimizer.lr": 0.1, "layers.3.rate": 0.1, "layers.0.size": 3}  # the baseline
+    assert "PRUNED" in states and "FAIL" in states
+    for trial in trials:
+        if trial.state.name == "FAIL":
+            assert trial.params["layers.0.size"] == 40
+            assert trial.user_attrs["error"].startswith("<dict>: model 'small', layer 0 (conv): ")
+            assert "\n" not in trial.user_attrs["error"]
+    assert {t.params["layers.3.rate"] for t in trials} != {0.1}
+    assert result.best_trial is not None and 0 < result.test_accuracy <= 1
+    assert sum(line.startswith(f"trial {t.number} ") for line in lines for t in trials) == 8
+
+
+BAD_TABLES = [
+    ('space."optimizer.lrr" = { type = "float", low = 0.01, high = 0.1 }',
+     "space 'optimizer.lrr': 'optimizer' (sgd) has no key 'lrr'; did you mean 'lr'?"),
+    ('space."layers.7.units" = { type = "int", low = 1, high = 9 }',
+     "space 'layers.7.units': 'layers' has 3 entries (0 to 2), not '7'"),
+    ('space."optimizer.lr" = { type = "float", low = 0.5, high = 0.1 }',
+     "space 'optimizer.lr': 'low' 0.5 is above 'high' 0.1"),
+    ('sampler = "tpee"\nspace."optimizer.lr" = { type = "float", low = 0.01, high = 0.1 }',
+     "'sampler' must be one of 'tpe', 'random', 'grid', got 'tpee' (str)"),
+    ('pruner = "mediun"\nspace."optimizer.lr" = { type = "float", low = 0.01, high = 0.1 }',
+     "'pruner' must be one of 'median', 'halving', 'none', got 'mediun' (str)"),
+    ('trails = 3\nspace."optimizer.lr" = { type = "float", low = 0.01, high = 0.1 }',
+     "unknown key 'trails'; did you mean 'trials'?"),
+    ('metric = "test_accuracy"\nspace."optimizer.lr" = { type = "float", low = 0.01, high = 0.1 }',
+     "'metric' must be one of 'val_accuracy', 'val_loss', got 'test_accuracy' (str)"),
+    ('space."optimizer.lr" = { type = "floot", low = 0.01, high = 0.1 }',
+     "space 'optimizer.lr': 'type' must be one of 'float', 'int', 'choice', got 'floot'"),
+    ('space."train.batch_size" = { type = "choice", choices = [] }',
+     "space 'train.batch_size': 'choices' must be a non-empty list"),
+    ('baseline = true\nspace."optimizer.lr" = { type = "float", low = 0.2, high = 0.3 }',
+     "space 'optimizer.lr': the model's own value 0.1 lies outside the space"),
+    ('sampler = "grid"\nspace."optimizer.lr" = { type = "float", low = 0.2, high = 0.3 }',
+     "space 'optimizer.lr': the grid sampler needs a 'step'"),
+    ("trials = 3", "missing required key 'space'"),
+]
+
+
+@pytest.mark.parametrize(("table", "expected"), BAD_TABLES, ids=[e.split(":")[0][:30] for _t, e in BAD_TABLES])
+def test_a_bad_tune_table_is_one_line_naming_file_model_and_key(capsys, tmp_path, table, expected):
+    model = write_model(tmp_path, SMALL.split("[models.small.tune]")[0] + "[models.small.tune]\n" + table + "\n")
+    assert main(["tune", str(model), "small", "--out", str(tmp_path / "study")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"laminae tune: error: {model}: model 'small', tune")
+    assert expected in err[0]
+    assert not (tmp_path / "study").exists()
+
+
+def test_a_model_without_a_tune_table_says_how_to_add_one(capsys):
+    assert main(["tune", str(ROOT / "models.toml"), "quickstart"]) == 2
+    assert "model 'quickstart' has no tune table: add [models.quickstart.tune]" in capsys.readouterr().err
+
+
+def test_without_optuna_the_command_says_what_to_install(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    assert main(["tune", str(write_model(tmp_path)), "small"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "laminae tune: error: laminae tune needs optuna: pip install 'laminae[tune]'"
+    ]
+
+
+def test_lenet_carries_a_valid_tune_table_that_stays_out_of_its_spec(registry):
+    name, spec, table = read_model(ROOT / "models.toml", "lenet", registry)
+    assert set(table.space) == {"optimizer.lr", "optimizer.momentum", "train.batch_size"}
+    assert table.baseline and table.metric == "val_accuracy" and table.direction == "maximize"
+    assert "tune" not in spec and "tune" not in laminae.from_toml(ROOT / "models.toml", "lenet", registry=registry).spec
+
+
+def test_dotted_paths_reach_defaults_and_refuse_what_is_not_there(registry):
+    spec = laminae.from_toml(ROOT / "models.toml", "lenet", registry=registry).spec
+    assert value_at(spec, "layers.0.filters", registry) == 6
+    assert value_at(spec, "layers.0.stride", registry) == 1  # not written in the file: the conv's default
+    assert with_values(spec, {"layers.0.stride": 2, "optimizer.lr": 0.1})["layers"][0]["stride"] == 2
+    assert spec["layers"][0].get("stride") is None  # the spec itself is not changed
+    with pytest.raises(laminae.SpecError, match=r"^layer 1 \(relu\) has no key 'units'"):
+        check_path(spec, "layers.1.units", registry)
+    with pytest.raises(laminae.SpecError, match=r"^'optimizer.lr' is a single value"):
+        check_path(spec, "optimizer.lr.x", registry)
+    with pytest.raises(laminae.SpecError, match=r"^the model has no key 'input'"):
+        check_path(spec, "input.0", registry)
+
+
+def test_a_trial_left_running_by_a_dead_worker_is_marked_failed(tmp_path):
+    """The journal has no heartbeat: the next run fails the trials of this
+    machine's processes that are gone, so they do not hold their slot for ever."""
+    registry = laminae.make_registry(autoload=False)
+    name, spec, table = read_model(write_model(tmp_path), "small", registry)
+    study = optuna.create_study(study_name="small", storage=journal(tmp_path), direction="maximize")
+    trial = study.ask()
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{dead}")
+    alive = study.ask()
+    alive.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    setup = StudySetup(name, "small.toml", spec, table, registry, None, None, tmp_path)
+    assert fail_orphans(setup) == [f"trial 0 failed: its worker process is gone (killed in an earlier run)"]
+    assert [t.state.name for t in trials_of(journal(tmp_path))] == ["FAIL", "RUNNING"]
+
+
+def test_the_tune_table_docs_teach_is_lenets(registry):
+    from tests.doc_blocks import blocks
+
+    (documented,) = [b.text for b in blocks((ROOT / "docs" / "tuning.md").read_text()) if b.lang == "toml"]
+    _name, spec, table = read_model(ROOT / "models.toml", "lenet", registry)
+    raw = tomllib.loads(documented)["models"]["lenet"]["tune"]
+    assert read_tune_table(raw, spec, registry, "docs/tuning.md: model 'lenet'") == table
