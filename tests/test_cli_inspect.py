@@ -41,7 +41,8 @@ def test_check_prints_one_line_per_model(capsys):
     code, out, err = run(capsys, "check", MODELS_TOML)
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert [line.split()[1] for line in lines] == ["two_layer", "dnn", "simple_cnn", "sigmoid_net", "lenet", "quickstart"]
+    assert [line.split()[1] for line in lines] == ["two_layer", "dnn", "simple_cnn", "sigmoid_net", "lenet", "mnist_best",
+                                                  "fashion_best", "quickstart"]
     assert "ok  simple_cnn   6 layers, 433,890 params, (1, 28, 28) -> (10,)" in lines
 
 

@@ -28,7 +28,8 @@ def postgres_url(tmp_path):
 
 def test_two_processes_on_one_postgres_url_share_one_study(tmp_path, postgres_url):
     model = write_model(tmp_path)
-    text = model.read_text().replace("trials = 6", "trials = 10").replace('pruner = "median"', 'pruner = "none"')
+    # Twenty trials, so that neither machine can finish the study before the other has started.
+    text = model.read_text().replace("trials = 6", "trials = 20").replace('pruner = "median"', 'pruner = "none"')
     model.write_text(text)
     machines = [
         subprocess.Popen(
@@ -44,9 +45,9 @@ def test_two_processes_on_one_postgres_url_share_one_study(tmp_path, postgres_ur
         assert machine.returncode == 0, err
     trials = optuna.load_study(study_name="small", storage=postgres_url).get_trials()
     numbers = [t.number for t in trials]
-    assert sorted(numbers) == list(range(10))  # one study, no trial number twice
+    assert sorted(numbers) == list(range(20))  # one study, no trial number twice
     assert all(t.state.name == "COMPLETE" for t in trials)
-    ran = {name: sorted(int(p.name) for p in (tmp_path / name / "trials").iterdir()) for name in ("machine-a", "machine-b")}
-    assert sorted(ran["machine-a"] + ran["machine-b"]) == list(range(10))  # the count is the sum of both
+    ran = {name: sorted(int(p.name) for p in (tmp_path / name / "trials").glob("*")) for name in ("machine-a", "machine-b")}
+    assert sorted(ran["machine-a"] + ran["machine-b"]) == list(range(20))  # the count is the sum of both
     assert ran["machine-a"] and ran["machine-b"]  # and both took part
     assert {t.user_attrs["run_dir"].split("/trials/")[0].rsplit("/", 1)[1] for t in trials} == {"machine-a", "machine-b"}

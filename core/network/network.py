@@ -67,6 +67,9 @@ class Network:
         self.running = [(index, layer) for index, layer in enumerate(self.layers) if index not in self.absorbed]
         """``(index, layer)`` of the layers forward and backward run, in order."""
         self.input_grad = input_grad
+        self.probed = False
+        """Whether :func:`~laminae.network.probe.probe` has held the layers to their
+        contracts (training does once, before its first batch)."""
 
     def _checked_shape(self, index: int, declared: object) -> Shape:
         """What ``build`` returned, as a shape: a tuple (or list) of positive ints, else a one-line error."""

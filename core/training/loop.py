@@ -116,10 +116,14 @@ def fit(parts: ModelParts, x: np.ndarray, y: np.ndarray, options: FitOptions | N
         raise TrainingError(f"cannot train: {one_line(exc)}") from None
     if state.rng_state is None:
         state.rng_state = batches.shuffle_rng(state.seed).bit_generator.state
-    if state.augment_state is None:
-        state.augment_state = batches.augment_rng(state.seed).bit_generator.state
-    augment = rng_from_state(state.augment_state)
-    probe(parts.network, training=False)  # a plugin's broken contract, named before the first batch
+    augment = None
+    if parts.transforms:
+        if state.augment_state is None:
+            state.augment_state = batches.augment_rng(state.seed).bit_generator.state
+        augment = rng_from_state(state.augment_state)
+    if not parts.network.probed:  # a plugin's broken contract, named before the first batch
+        probe(parts.network, training=False)
+        parts.network.probed = True
     run = RunDir(Path(o.run_dir), parts, o.registry) if o.run_dir is not None else None
     stopped_early = False
     try:
@@ -198,7 +202,7 @@ def _train_epoch(
     show: bool,
     run: RunDir | None,
     step: Step,
-    augment: np.random.Generator,
+    augment: np.random.Generator | None,
 ) -> bool:
     """Run the rest of the current epoch; False if a signal stopped it early.
 
@@ -251,7 +255,8 @@ def _train_epoch(
     finally:
         if bar is not None:
             bar.close()
-        state.augment_state = augment.bit_generator.state
+        if augment is not None:
+            state.augment_state = augment.bit_generator.state
     state.batch, state.loss_sum, state.correct, state.seen = batch, loss_sum, correct, seen
     state.seconds += time.perf_counter() - started
     if batch == count:
