@@ -18,7 +18,7 @@ import attrs
 import numpy as np
 
 from laminae.hookspecs import hookimpl
-from laminae.plugins.batches.windows import shifted_windows, square_masks
+from laminae.plugins.batches.windows import random_shifts, square_masks
 from laminae.validators import number, positive_int
 
 
@@ -29,8 +29,7 @@ class Shift:
     pixels: int = attrs.field(default=2, validator=positive_int, metadata={"doc": "the most pixels moved each way"})
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        rows, cols = rng.integers(0, 2 * self.pixels + 1, size=(2, len(x)))
-        return shifted_windows(x, self.pixels, rows, cols)
+        return random_shifts(x, self.pixels, rng)
 
 
 @attrs.define(eq=False)
@@ -40,8 +39,7 @@ class Crop:
     pad: int = attrs.field(default=4, validator=positive_int, metadata={"doc": "zeros added on each side"})
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        rows, cols = rng.integers(0, 2 * self.pad + 1, size=(2, len(x)))
-        return shifted_windows(x, self.pad, rows, cols)
+        return random_shifts(x, self.pad, rng)
 
 
 @attrs.define(eq=False)

@@ -25,6 +25,13 @@ def shifted_windows(x: np.ndarray, pad: int, rows: np.ndarray, cols: np.ndarray)
     return padded[samples, channels, row_index[:, None, :, None], col_index[:, None, None, :]]
 
 
+def random_shifts(x: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:
+    """Every image of ``x`` moved by its own random whole number of pixels, from
+    ``-pad`` to ``pad`` each way: :func:`shifted_windows` at offsets drawn from ``rng``."""
+    rows, cols = rng.integers(0, 2 * pad + 1, size=(2, len(x)))
+    return shifted_windows(x, pad, rows, cols)
+
+
 def square_masks(shape: tuple[int, int, int, int], size: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """(N, 1, H, W) booleans: True inside the ``size`` x ``size`` square centred at
     (``rows[n]``, ``cols[n]``) of each image, clipped at its borders."""
