@@ -56,7 +56,7 @@ def draw(figure, rows: list[EpochMetrics], title: str) -> None:
     accuracy_axes.set(xlabel="epoch", ylabel="accuracy", title=f"{title}: accuracy")
     for axes in rate_axes:
         axes.plot(epochs, [float("nan") if r is None else r for r in rates], marker="o", label="lr")
-        axes.set(xlabel="epoch", ylabel="learning rate", title=f"{title}: learning rate (last step of each epoch)")
+        axes.set(xlabel="epoch", ylabel="learning rate", title=f"{title}: learning rate")
     from matplotlib.ticker import MaxNLocator
 
     for axes in (loss_axes, accuracy_axes, *rate_axes):
