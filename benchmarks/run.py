@@ -1,18 +1,18 @@
-"""Laminae against PyTorch and the classic tutorial code, in one process.
+"""Laminae against JAX, PyTorch and the classic tutorial code, in one process.
 
     python benchmarks/run.py [--samples N | --batches N] [--networks dnn,simple_cnn] [--data-dir ../shared/data]
 
 Each network trains the same number of mini-batches in each framework, the
-frameworks taking turns for several rounds; the best round of each is kept,
-because on a shared machine noise only ever makes a run slower.  See
+frameworks taking turns for several rounds; the best round of each is kept.
+What every framework gets alike is stated once, in fairness.py.  See
 benchmarks/README.md for what the columns mean.
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib
 import io
-import os
 import pstats
 import resource
 import subprocess
@@ -20,16 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def _threads_flag() -> int:
-    """``--threads``, read before numpy is imported: its BLAS fixes its pool size at import."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--threads", type=int, default=2)
-    return pre.parse_known_args()[0].threads
-
-
-THREADS = _threads_flag()
-os.environ["OPENBLAS_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(THREADS)
+import fairness  # first: it fixes the cores and BLAS threads before numpy starts its pool
 
 import numpy as np  # noqa: E402
 
@@ -38,13 +29,13 @@ import laminae  # noqa: E402
 import laminae_models as lm  # noqa: E402
 import tutorial_numpy  # noqa: E402
 
+THREADS = fairness.THREADS
 TARGETS = {"dnn": 2.0, "simple_cnn": 2.0}
 """Laminae/PyTorch throughput each network should reach; every other: 1.0."""
-TUTORIAL_TARGET, PEAK_TARGET, RSS_TARGET_MB = 10.0, 0.40, 1536
-SETTLE_SECONDS = 0.5
-"""Pause before each timed run: the previous framework's worker threads (PyTorch's
-OpenMP pool, OpenBLAS's) spin for a while after their last task, and would
-otherwise take a core from whichever framework runs next."""
+BEST_TARGET, TUTORIAL_TARGET, PEAK_TARGET, RSS_TARGET_MB = 1.0, 10.0, 0.40, 1536
+"""``BEST_TARGET``: Laminae's throughput over the faster of JAX and PyTorch, on every network."""
+PEERS = {"jax": "JAX", "torch": "PyTorch"}
+"""The compiled frameworks Laminae is ranked against (``L/best``), by run name."""
 
 
 def load_data(data_dir: str | None, full: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
@@ -65,28 +56,40 @@ def load_data(data_dir: str | None, full: bool = True) -> tuple[np.ndarray, np.n
 
 
 class Contenders:
-    """One network in each framework, all from the same spec and initial weights."""
+    """One network in each framework, all from the same spec and initial weights.
 
-    def __init__(self, spec: dict, x: np.ndarray, y: np.ndarray, batch: int, with_torch: bool) -> None:
+    ``jax_twin``, ``torch_twin``: the modules ``jax_models`` and ``torch_models``,
+    or None to leave that framework out; ``tutorial``: include the tutorial code."""
+
+    def __init__(self, spec: dict, x: np.ndarray, y: np.ndarray, batch: int,
+                 jax_twin=None, torch_twin=None, tutorial: bool = True) -> None:
         self.batch, self.x, self.y = batch, x, y
         self.model = laminae.build(spec)
         loss, sgd = lm.hyperparameters(spec)
         self.runs = {"laminae": lambda: lm.train(self.model, x, y, batch, seed=0)}
-        if with_torch:
-            self.torch = torch_models.TorchTrainer(self.model.network, loss, sgd)
+        if jax_twin is not None:
+            self.jax = jax_twin.JaxTrainer(self.model.network, loss, sgd)
+            jax_data = self.jax.to_device(x, y)
+            self.runs["jax"] = lambda: self.jax.train(jax_data, batch)
+        if torch_twin is not None:
+            self.torch = torch_twin.TorchTrainer(self.model.network, loss, sgd)
             self.runs["torch"] = lambda: self.torch.train(x, y, batch)
-        try:
-            self.tutorial = tutorial_numpy.from_layers(lm.layer_fields(self.model.network), loss, sgd)
-        except (NotImplementedError, KeyError):
-            self.tutorial = None
-        else:
-            x64, rng = x.astype(np.float64), np.random.default_rng(0)
-            self.runs["tutorial"] = lambda: self.tutorial.train(x64, y, batch, rng)
+        self.tutorial = None
+        if tutorial:
+            try:
+                self.tutorial = tutorial_numpy.from_layers(lm.layer_fields(self.model.network), loss, sgd)
+            except (NotImplementedError, KeyError):
+                pass
+            else:
+                x64, rng = x.astype(np.float64), np.random.default_rng(0)
+                self.runs["tutorial"] = lambda: self.tutorial.train(x64, y, batch, rng)
 
     def initial_losses(self) -> dict[str, float]:
         """Each twin's loss on the first batch before training: equal if the translation is right."""
         xb, yb = self.x[: self.batch], self.y[: self.batch]
         out = {"laminae": self.model.loss.forward(self.model.network.forward(xb), yb)}
+        if "jax" in self.runs:
+            out["jax"] = self.jax.first_loss(xb, yb)
         if "torch" in self.runs:
             import torch
 
@@ -96,15 +99,40 @@ class Contenders:
             out["tutorial"] = float(self.tutorial.loss(xb.astype(np.float64), yb))
         return out
 
+    def check_losses(self, name: str) -> None:
+        """Print a WARNING if the twins disagree on the first batch's loss."""
+        losses = self.initial_losses()
+        if max(losses.values()) - min(losses.values()) > 1e-3 * max(1.0, abs(losses["laminae"])):
+            print(f"WARNING {name}: the twins disagree on the initial loss {losses}")
+
     def best_seconds(self, rounds: int) -> dict[str, float]:
-        best = dict.fromkeys(self.runs, float("inf"))
-        for _ in range(rounds):
-            for name, run in self.runs.items():
-                time.sleep(SETTLE_SECONDS)
-                start = time.perf_counter()
-                run()
-                best[name] = min(best[name], time.perf_counter() - start)
-        return best
+        for run in self.runs.values():  # warm-up, a whole run: PyTorch takes a while to settle, JAX compiles
+            run()
+        return fairness.best_seconds(self.runs, rounds)
+
+
+def import_twins(args: argparse.Namespace) -> tuple[object | None, object | None]:
+    """``(jax_models, torch_models)``, each None where ``--no-jax``/``--no-torch``
+    or its framework (the optional `bench` extra) is not installed; the header
+    line says which."""
+    twins, notes = [], []
+    for flag, module, name in (("no_jax", "jax_models", "JAX"), ("no_torch", "torch_models", "PyTorch")):
+        twin = None
+        if not getattr(args, flag):
+            try:
+                twin = importlib.import_module(module)
+            except ImportError:
+                notes.append(f"{name} not installed (pip install '.[bench]'): no {name} column")
+        twins.append(twin)
+    jax_twin, torch_twin = twins
+    versions = [f"numpy {np.__version__}"]
+    if jax_twin is not None:
+        versions.append(f"jax {jax_twin.jax.__version__} on {fairness.cpus()} CPUs")
+    if torch_twin is not None:
+        torch_twin.torch.set_num_threads(args.threads)
+        versions.append(f"torch {torch_twin.torch.__version__}, {torch_twin.torch.get_num_threads()} threads")
+    print("; ".join(versions + notes))
+    return jax_twin, torch_twin
 
 
 def profile_laminae(contenders: Contenders, lines: int = 15) -> str:
@@ -171,12 +199,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="training samples per timed run, rounded up to whole batches (default 12800: long"
                              " enough that waking the thread pools after the settle pause does not count)")
     parser.add_argument("--batches", type=int, help="mini-batches per timed run (overrides --samples)")
-    parser.add_argument("--threads", type=int, default=THREADS, help="BLAS and PyTorch threads (default 2)")
+    parser.add_argument("--threads", type=int, default=THREADS,
+                        help="cores for every framework: BLAS and PyTorch threads, the CPUs JAX may use (default 2)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best is kept (default 3)")
     parser.add_argument("--networks", default=",".join(lm.NETWORKS), help="comma-separated models.toml names")
     parser.add_argument("--data-dir", help="folder holding mnist/ (default: the bundled 5,000-digit sample)")
     parser.add_argument("--models", type=Path, help="models.toml to read (default: the project's)")
-    parser.add_argument("--no-torch", action="store_true", help="Laminae and the tutorial code only")
+    parser.add_argument("--no-jax", action="store_true", help="leave JAX out")
+    parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument("--no-rss", action="store_true", help="skip the full-epoch peak-memory run")
     parser.add_argument("--profile", action="store_true", help="print the top 15 functions of each Laminae run")
     parser.add_argument("--rss-worker", help=argparse.SUPPRESS)
@@ -185,37 +215,22 @@ def main(argv: list[str] | None = None) -> int:
         rss_worker(args)
         return 0
 
-    try:  # imported only here, so the peak-memory child never loads PyTorch
-        global torch_models
-        import torch_models
-    except ImportError:  # torch is the optional `bench` extra
-        torch_models = None
-    with_torch = torch_models is not None and not args.no_torch
     specs = lm.load_specs(args.models)
     x, y, source = load_data(args.data_dir)
+    print(f"data: {source}")
+    jax_twin, torch_twin = import_twins(args)  # only here, so the peak-memory child never loads them
+    with_torch = torch_twin is not None
     peak = gemm_peak.gemm_peak()
-    print(f"data: {source}; numpy {np.__version__}", end="")
-    if with_torch:
-        import torch
-
-        torch.set_num_threads(args.threads)
-        print(f"; torch {torch.__version__}, {torch.get_num_threads()} threads", end="")
-    else:
-        print("; PyTorch not installed (pip install '.[bench]'): Laminae and tutorial only", end="")
     per_run = f"{args.batches} batches" if args.batches else f"{args.samples} samples"
-    print(f"\nbest of {args.rounds} alternating rounds of {per_run} each\n")
+    print(f"best of {args.rounds} alternating rounds of {per_run} each\n")
 
     rows, floors = [], []
     for name in args.networks.split(","):
         spec = specs[name]
         batch = spec["train"]["batch_size"]
         batches = min(args.batches or -(-args.samples // batch), len(x) // batch)
-        contenders = Contenders(spec, x[: batches * batch], y[: batches * batch], batch, with_torch)
-        losses = contenders.initial_losses()
-        if max(losses.values()) - min(losses.values()) > 1e-3 * max(1.0, abs(losses["laminae"])):
-            print(f"WARNING {name}: the twins disagree on the initial loss {losses}")
-        for run in contenders.runs.values():  # warm-up, a whole run: PyTorch takes a while to settle
-            run()
+        contenders = Contenders(spec, x[: batches * batch], y[: batches * batch], batch, jax_twin, torch_twin)
+        contenders.check_losses(name)
         seconds = contenders.best_seconds(args.rounds)
         rate = {k: batches * batch / s for k, s in seconds.items()}
         flops = None
@@ -244,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
 def check_targets(name: str, rate: dict[str, float], fraction: float | None) -> list[str]:
     misses = []
     target = TARGETS.get(name, 1.0)
+    best = best_peer(rate)
+    if best and rate["laminae"] < BEST_TARGET * best:
+        misses.append(f"{name} {rate['laminae'] / best:.2f}x the faster of JAX and PyTorch < {BEST_TARGET}x")
     if "torch" in rate and rate["laminae"] < target * rate["torch"]:
         misses.append(f"{name} {rate['laminae'] / rate['torch']:.2f}x PyTorch < {target}x")
     if name == "simple_cnn" and "tutorial" in rate and rate["laminae"] < TUTORIAL_TARGET * rate["tutorial"]:
@@ -253,17 +271,29 @@ def check_targets(name: str, rate: dict[str, float], fraction: float | None) -> 
     return misses
 
 
+def best_peer(rate: dict[str, float]) -> float | None:
+    """The faster of JAX and PyTorch (samples/s), None if neither ran."""
+    return max((rate[peer] for peer in PEERS if peer in rate), default=None)
+
+
+def per_second(rate: float | None) -> str:
+    return f"{rate:,.0f}" if rate else "-"
+
+
 def print_table(rows: list) -> None:
-    header = ("network", "batch", "Laminae/s", "PyTorch/s", "L/PyTorch", "tutorial/s", "L/tutorial", "GEMM peak")
+    header = ("network", "batch", "Laminae/s", "JAX/s", "PyTorch/s", "L/JAX", "L/PyTorch", "L/best",
+              "tutorial/s", "L/tutorial", "GEMM peak")
     lines = [header]
     for name, batch, rate, fraction in rows:
-        lam, tor, tut = rate["laminae"], rate.get("torch"), rate.get("tutorial")
-        lines.append((name, str(batch), f"{lam:,.0f}", f"{tor:,.0f}" if tor else "-", ratio(lam, tor),
-                      f"{tut:,.0f}" if tut else "-", ratio(lam, tut), f"{fraction:.0%}" if fraction else "-"))
-    _print_columns(lines)
+        lam, jx, tor, tut = rate["laminae"], rate.get("jax"), rate.get("torch"), rate.get("tutorial")
+        lines.append((name, str(batch), per_second(lam), per_second(jx), per_second(tor), ratio(lam, jx),
+                      ratio(lam, tor), ratio(lam, best_peer(rate)), per_second(tut), ratio(lam, tut),
+                      f"{fraction:.0%}" if fraction else "-"))
+    print_columns(lines)
+    print("L/best: Laminae's throughput over the faster of JAX and PyTorch")
 
 
-def _print_columns(lines: list[tuple[str, ...]]) -> None:
+def print_columns(lines: list[tuple[str, ...]]) -> None:
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     for line in lines:
         print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))))
@@ -301,7 +331,7 @@ def print_gemm_floors(floors: list, peak: float) -> None:
         lines.append((name, *(f"{alone[key] * 1e6:,.0f}" if key in alone else "-" for key in ("laminae", "sliced", "torch")),
                       f"{lam_step * 1e6:,.0f}", f"{tor_step * 1e6:,.0f}" if tor_step else "-",
                       f"{best / lam_step:.0%}", ratio(tor_step, best), f"{flops / best / peak:.0%}"))
-    _print_columns(lines)
+    print_columns(lines)
     print("numpy: the whole batch, BLAS on every thread; sliced: one of --threads slices of the batch on one BLAS thread,"
           "\nthe slices side by side; the share and bounds use the faster of the two (a step doing nothing but its GEMMs)")
 

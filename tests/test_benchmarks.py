@@ -2,10 +2,18 @@
 
 A GEMM form that computed something other than ``a @ b`` would time the
 wrong work, and a wrong list of a step's products would make every
-"bound" it prints meaningless; the command itself must run end to end.
+"bound" it prints meaningless; a JAX twin that computed another network
+would make its column a lie; the commands themselves must run end to end.
+
+JAX is the optional `bench` extra: the tests that need it are skipped where
+it is not installed, and run it in child processes only, so this process
+never imports it (nor forks with its threads running).
 """
 from __future__ import annotations
 
+import importlib.util
+import os
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +25,24 @@ import laminae
 from benchmarks.gemm_peak import _numpy_forms, step_flops, step_gemms
 
 ROOT = Path(__file__).resolve().parent.parent
+needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                               reason="jax is not installed (the optional `bench` extra)")
+
+
+def bench(*args: str, env: dict | None = None) -> str:
+    """Run a benchmark command on tiny settings; its standard output."""
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            check=False, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stdout, result.stdout
+    return result.stdout
+
+
+def table_row(out: str, name: str) -> dict[str, str]:
+    """One network's row of the first table, by column name."""
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("network")).split()
+    return dict(zip(header, next(line for line in lines if line.startswith(name + " ")).split()))
 
 
 @pytest.mark.parametrize("shape", [(32, 784, 256), (6, 26, 50176), (30, 57600, 26), (4, 3, 5)])
@@ -59,15 +85,76 @@ def test_conv_products_are_filters_by_window_weights_by_positions():
 
 
 def test_the_benchmark_command_prints_both_tables():
-    result = subprocess.run(
-        [sys.executable, "benchmarks/run.py", "--networks", "two_layer", "--batches", "2", "--rounds", "1",
-         "--no-rss", "--no-torch", "--threads", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+    out = bench("benchmarks/run.py", "--networks", "two_layer", "--batches", "2", "--rounds", "1",
+                "--no-rss", "--no-torch", "--no-jax", "--threads", "1")
     assert "network" in out and "L/tutorial" in out
+    row = table_row(out, "two_layer")
+    assert row["JAX/s"] == row["PyTorch/s"] == row["L/best"] == "-"
     assert "GEMMs alone at the shapes of one training step" in out
     row = next(line for line in out.splitlines() if line.startswith("two_layer") and "%" in line)
     share, peak_bound = (float(cell.rstrip("%")) for cell in row.split() if cell.endswith("%"))
     assert 0 < share <= 100 and peak_bound > 0  # share of the Laminae step spent in its GEMMs
+
+
+def test_a_missing_jax_is_one_line_and_an_empty_column(tmp_path):
+    (tmp_path / "jax.py").write_text("raise ImportError('hidden by the test')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = bench("benchmarks/run.py", "--networks", "two_layer", "--batches", "1", "--rounds", "1",
+                "--no-rss", "--no-torch", "--threads", "1", env=env)
+    assert [line for line in out.splitlines() if "JAX not installed" in line] != []
+    assert table_row(out, "two_layer")["JAX/s"] == "-"
+
+
+@needs_jax
+def test_the_benchmark_command_has_a_jax_column_and_ranks_laminae_against_it():
+    out = bench("benchmarks/run.py", "--networks", "two_layer", "--batches", "2", "--rounds", "1",
+                "--no-rss", "--no-torch", "--threads", "1")
+    row = table_row(out, "two_layer")
+    assert float(row["JAX/s"].replace(",", "")) > 0
+    assert row["L/best"] == row["L/JAX"] != "-"  # JAX is the only peer here
+
+
+def test_the_sweep_prints_its_table_and_draws_the_plot(tmp_path):
+    plot = tmp_path / "sweep.png"
+    out = bench("benchmarks/sweep.py", "--networks", "two_layer", "--batch-sizes", "8,16", "--samples", "32",
+                "--rounds", "1", "--no-torch", "--no-jax", "--threads", "1", "--out", str(plot))
+    assert [line.split()[:2] for line in out.splitlines() if line.startswith("two_layer")] == [
+        ["two_layer", "8"], ["two_layer", "16"]]
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+@needs_jax
+def test_the_sweep_includes_jax():
+    out = bench("benchmarks/sweep.py", "--networks", "two_layer", "--batch-sizes", "8", "--samples", "16",
+                "--rounds", "1", "--no-torch", "--threads", "1", "--out", "/dev/null")
+    assert "JAX/s" in out and "L/best" in out
+
+
+FIRST_LOSSES = """
+import json, sys
+import numpy as np
+import laminae
+from benchmarks import jax_models, laminae_models
+
+specs, rng, out = laminae_models.load_specs(), np.random.default_rng(0), {}
+x, y = rng.random((16, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 16)
+for name in laminae_models.NETWORKS:
+    model = laminae.build(specs[name])
+    loss, sgd = laminae_models.hyperparameters(specs[name])
+    twin = jax_models.JaxTrainer(model.network, loss, sgd)
+    out[name] = [model.loss.forward(model.network.forward(x), y), twin.first_loss(x, y)]
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def first_losses():
+    """Each network's first-batch loss in Laminae and in its JAX twin, computed in a child process."""
+    return json.loads(bench("-c", FIRST_LOSSES).splitlines()[-1])
+
+
+@needs_jax
+@pytest.mark.parametrize("name", ["dnn", "two_layer", "simple_cnn", "sigmoid_net", "lenet"])
+def test_the_jax_twin_computes_laminaes_first_loss(first_losses, name):
+    laminae_loss, jax_loss = first_losses[name]
+    assert jax_loss == pytest.approx(laminae_loss, rel=1e-5, abs=1e-6)
