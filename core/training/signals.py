@@ -10,18 +10,39 @@ from __future__ import annotations
 
 import signal
 import threading
-from types import FrameType, TracebackType
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class GracefulStop:
+class handling:  # noqa: N801 - a context manager used as a statement
+    """``handler`` for SIGINT and SIGTERM inside the block, the previous handlers
+    put back after it; outside the main thread, nothing is installed."""
+
+    def __init__(self, handler: Callable[[int, Any], None]) -> None:
+        self.handler = handler
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {signum: signal.signal(signum, self.handler) for signum in STOP_SIGNALS}
+
+    def __exit__(self, *_exc: object) -> None:
+        for signum, handler in self._previous.items():
+            # None means a handler installed outside Python, which cannot be put back.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        self._previous = {}
+
+
+class GracefulStop(handling):
     """A context manager whose ``requested`` turns true on the first signal."""
 
     def __init__(self) -> None:
+        super().__init__(self.request)
         self.requested = False
         self.signal_name = ""
-        self._previous: dict[int, object] = {}
 
     def request(self, signum: int, _frame: FrameType | None = None) -> None:
         if self.requested:
@@ -30,15 +51,5 @@ class GracefulStop:
         self.signal_name = signal.Signals(signum).name
 
     def __enter__(self) -> GracefulStop:
-        if threading.current_thread() is threading.main_thread():
-            for signum in STOP_SIGNALS:
-                self._previous[signum] = signal.signal(signum, self.request)
+        super().__enter__()
         return self
-
-    def __exit__(
-        self, _type: type[BaseException] | None, _value: BaseException | None, _tb: TracebackType | None
-    ) -> None:
-        for signum, handler in self._previous.items():
-            # None means a handler installed outside Python, which cannot be put back.
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-        self._previous.clear()

@@ -12,9 +12,7 @@ stop it there.
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from laminae.errors import LaminaeError
 from laminae.model import Model, build
 from laminae.registry import Registry
 from laminae.training import EpochMetrics
+from laminae.training.signals import handling
 from laminae.tuning.paths import with_values
 from laminae.tuning.storage import counted, open_storage, open_study, optuna
 from laminae.tuning.table import TuneTable
@@ -58,26 +57,20 @@ class Surplus(LaminaeError):
     """A trial begun after the study had all its trials (another machine took the last)."""
 
 
-class StopFlag:
+class StopFlag(handling):
     """Turns true on SIGINT or SIGTERM while installed, between trials; during
     training, the loop's own handler takes the signal and the trial reports it."""
 
     def __init__(self) -> None:
+        super().__init__(self.request)
         self.requested = False
-        self._previous: dict[int, Any] = {}
 
     def request(self, _signum: int = 0, _frame: Any = None) -> None:
         self.requested = True
 
     def __enter__(self) -> StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self.request)
+        super().__enter__()
         return self
-
-    def __exit__(self, *_exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def worker_id() -> str:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from laminae.errors import LaminaeError
 from laminae.training.forked import forking_works
+from laminae.training.signals import handling
 from laminae.tuning.report import trial_line
 from laminae.tuning.storage import counts, open_storage, open_study, optuna
 from laminae.tuning.trials import StudySetup, run_worker, worker_id
@@ -62,7 +63,7 @@ def run_workers(setup: StudySetup, workers: int, show: Callable[[str], None], ba
                 if process.pid is not None and process.exitcode is None:
                     os.kill(process.pid, signal.SIGINT)
 
-    with watcher, _handling(pass_on):
+    with watcher, handling(pass_on):
         for process in processes:
             process.join()
     for process in processes:
@@ -129,21 +130,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-class _handling:  # noqa: N801 - a context manager used as a statement
-    """Install ``handler`` for SIGINT and SIGTERM inside the block (main thread only)."""
-
-    def __init__(self, handler: Callable[[int, Any], None]) -> None:
-        self.handler, self.previous = handler, {}
-
-    def __enter__(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def __exit__(self, *_exc: object) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 class Watcher:
