@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 
 from laminae.cli import plugin_options, registry_from
-from laminae.cli.train import data_dir_option, load_splits
+from laminae.cli.train import data_dir_option
+from laminae.training.splits import load_splits
 from laminae.errors import location
 
 HELP = "report the test loss and accuracy of a checkpoint"

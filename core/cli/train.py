@@ -10,14 +10,15 @@ test accuracy, so scripts can read it with ``tail -n 1``.
 from __future__ import annotations
 
 import argparse
-import re
 import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from laminae.cli import plugin_options, registry_from
-from laminae.errors import SpecError, blamed_on, location
+from laminae.errors import SpecError, location
+from laminae.training.rundir import folder_name
+from laminae.training.splits import load_splits
 
 if TYPE_CHECKING:
     from laminae.model import Model
@@ -48,16 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def data_dir_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", metavar="DIR", help="look for data sets in DIR first (then $LAMINAE_DATA, the cache)")
-
-
-def load_splits(registry, dataset: str, data_dir: str | None, validation: int = 0, seed: int = 0):
-    """The data set's splits, with ``validation`` training samples held out."""
-    from laminae.data import data_roots
-
-    plugin = registry.create("datasets", dataset)
-    with blamed_on(lambda: registry.describe("datasets", plugin), "load"):
-        splits = plugin.load(data_roots(data_dir))
-    return splits.hold_out(validation, seed)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,11 +120,9 @@ def _train(
 
 
 def _new_run_dir(name: str) -> Path:
-    """``runs/NAME-<timestamp>``, with a suffix if two runs start in the same second.
-    NAME is the model's name made safe for a folder: letters, digits, ``.``, ``_``
-    and ``-`` only, at most 64 of them (a model name may be anything)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:64] or "model"
-    base = Path("runs") / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """``runs/NAME-<timestamp>``, with a suffix if two runs start in the same second
+    (NAME: :func:`~laminae.training.rundir.folder_name`)."""
+    base = Path("runs") / f"{folder_name(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = base, 1
     while path.exists():
         n += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 import attrs
@@ -36,6 +37,12 @@ LOCK_FILE = ".lock"
 """Held (``flock``) by the run writing the directory: a second writer is refused.
 The kernel drops the lock when its process ends, however it ends, so a
 killed run leaves no lock that blocks the next."""
+
+
+def folder_name(name: str) -> str:
+    """A model's name made safe for a folder's: letters, digits, ``.``, ``_`` and
+    ``-`` only, at most 64 of them (a model name may be anything)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:64] or "model"
 
 
 @attrs.define

@@ -9,18 +9,18 @@ accuracy (the one time tuning looks at the test set) and, with
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from laminae.data import DatasetSplits, data_roots
-from laminae.errors import SpecError, blamed_on
+from laminae.errors import SpecError
 from laminae.model import build, load
 from laminae.network.spec import read_toml
 from laminae.registry import Registry, make_registry
+from laminae.training.rundir import folder_name
+from laminae.training.splits import load_splits
 from laminae.tuning import report
 from laminae.tuning.paths import with_values
 from laminae.tuning.storage import JOURNAL_FILE, counted, open_storage, open_study, optuna
@@ -107,7 +107,9 @@ def prepare(
         if type(trials) is not int or trials < 1:
             raise SpecError(f"--trials must be a positive integer, got {trials!r}")
         table = attrs.evolve(table, trials=trials)
-    splits = _splits(registry, spec["train"], data_dir, table)
+    train = spec["train"]
+    splits = load_splits(registry, train["dataset"], data_dir)  # the fraction held out needs the split's size
+    splits = splits.hold_out(max(1, round(table.validation * len(splits.train))), train["seed"])
     setup = StudySetup(
         name=name,
         source="<dict>" if isinstance(model, Mapping) else str(model),
@@ -197,14 +199,6 @@ def read_model(
     return built.name, built.spec, read_tune_table(table["tune"], built.spec, registry, where)
 
 
-def _splits(registry: Registry, train: Mapping[str, Any], data_dir: Any, table: TuneTable) -> DatasetSplits:
-    """The data set with ``table.validation`` of its training samples held out (drawn with ``train.seed``)."""
-    plugin = registry.create("datasets", train["dataset"])
-    with blamed_on(lambda: registry.describe("datasets", plugin), "load"):
-        splits = plugin.load(data_roots(data_dir))
-    return splits.hold_out(max(1, round(table.validation * len(splits.train))), train["seed"])
-
-
 def _epochs(setup: StudySetup) -> int:
     return setup.table.epochs or setup.spec["train"]["epochs"]
 
@@ -213,4 +207,4 @@ def study_dir(out: str | os.PathLike | None, name: str) -> Path:
     """``out``, or ``runs/tune-NAME`` with NAME made safe for a folder name."""
     if out is not None:
         return Path(out)
-    return Path("runs") / f"tune-{re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('._')[:64] or 'model'}"
+    return Path("runs") / f"tune-{folder_name(name)}"
