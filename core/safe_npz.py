@@ -18,7 +18,6 @@ decompressed, in pieces, into the array itself.
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -30,11 +29,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from laminae.errors import LaminaeError, one_line
-
-try:
-    import resource
-except ImportError:  # not on Windows: no address-space limit to respect
-    resource = None  # type: ignore[assignment]
+from laminae.memory import address_space_limit, system_available_bytes
 
 ZIP_MAGIC = b"PK\x03\x04"
 """How every ``.npz`` begins."""
@@ -112,25 +107,10 @@ class Limit:
 
 
 def available_memory() -> int:
-    """Bytes this process may still allocate, as the system estimates it: Linux's
-    MemAvailable (else all physical memory), never more than ``ulimit -v``."""
-    memory = _mem_available() or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if resource is not None:
-        soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
-        if soft != resource.RLIM_INFINITY:
-            memory = min(memory, soft)
-    return memory
-
-
-def _mem_available() -> int | None:
-    try:
-        with open("/proc/meminfo", "rb") as info:
-            for line in info:
-                if line.startswith(b"MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    """Bytes a file's arrays may take in all: the system's available memory, never
+    more than ``ulimit -v`` (:mod:`laminae.memory` reads both)."""
+    limit = address_space_limit()
+    return system_available_bytes() if limit is None else min(system_available_bytes(), limit)
 
 
 class _Archive:
