@@ -179,7 +179,7 @@ def test_a_trial_left_running_by_a_dead_worker_is_marked_failed(tmp_path):
     alive = study.ask()
     alive.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     setup = StudySetup(name, "small.toml", spec, table, registry, None, None, tmp_path)
-    assert fail_orphans(setup) == [f"trial 0 failed: its worker process is gone (killed in an earlier run)"]
+    assert fail_orphans(setup) == ["trial 0 failed: its worker process is gone (killed in an earlier run)"]
     assert [t.state.name for t in trials_of(journal(tmp_path))] == ["FAIL", "RUNNING"]
 
 

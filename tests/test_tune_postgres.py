@@ -8,7 +8,6 @@ PostgreSQL refuses to start; pgserver then creates a system user
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import optuna
 import pgserver
