@@ -163,8 +163,9 @@ class ForkedStep:
         shared, network = self._shared.arrays, self.parts.network
         for name, param in network.params.items():
             np.copyto(shared[f"param/{name}"], param)
-        for name, value in network.state_dict().items():
-            np.copyto(shared[f"state/{name}"], value)
+        if self._state_names:
+            for name, value in network.state_dict().items():
+                np.copyto(shared[f"state/{name}"], value)
         working = list(zip(self.started, slices[1:], weights[1:]))
         for worker, part, weight in working:
             count = part.stop - part.start
@@ -291,8 +292,9 @@ def _serve(parts: ModelParts, shared: dict[str, np.ndarray], number: int, comman
             x, y, labels = (shared[_slot(number, key)][:count] for key in ("x", "y", "labels"))
             loss, correct = serial_step(network, parts.loss, x, y, labels)
             weigh_gradients(network.grads, weight, out=grads_out)
-            for name, value in network.state_dict().items():
-                np.copyto(shared[_slot(number, f"state/{name}")], value)
+            if state_names:
+                for name, value in network.state_dict().items():
+                    np.copyto(shared[_slot(number, f"state/{name}")], value)
         except Exception as exc:  # noqa: BLE001 - reported to the training process, which raises it
             os.write(replies, (b"e" + _error_text(exc).encode())[:MESSAGE_BYTES])
             continue
