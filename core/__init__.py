@@ -5,7 +5,7 @@ The package is built in floors; each imports only the floors below it
 
 - the plugin API, at the top of the package: ``errors``, ``protocols``
   (with ``BuildContext``), ``hookspecs``, ``registry``, ``fields``,
-  ``validators``, ``testing`` and the plugin-author helpers ``buffers``,
+  ``validators``, ``testing`` and the plugin-author helpers ``buffers``, ``arena``,
   ``randomness``, ``data``, ``safe_npz`` and ``optional``;
 - ``laminae.network``: the network and its assembly from a spec;
 - ``laminae.persistence``: checkpoints and atomic writes;

@@ -54,7 +54,7 @@ class Affine:
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
-        np.matmul(self._x.T, dout, out=self.grads["W"])
+        weight_gradient(self._x, dout, out=self.grads["W"])
         if self.bias:
             np.sum(dout, axis=0, out=self.grads["b"])
         if not self._input_grad:
@@ -65,6 +65,17 @@ class Affine:
         else:
             dx = dout @ self.params["W"].T
         return dx.reshape((len(dout), *self._input_shape))
+
+
+def weight_gradient(x: np.ndarray, dout: np.ndarray, out: np.ndarray) -> None:
+    """``out = x.T @ dout``.  For a one-sample batch that is an outer product,
+    which numpy's broadcasting multiply computes with the same single
+    rounding per element as the GEMM, five times faster: OpenBLAS took
+    228 us for a (784, 1) x (1, 300) product, the multiply 45 us."""
+    if len(x) == 1:
+        np.multiply(x.T, dout, out=out)
+    else:
+        np.matmul(x.T, dout, out=out)
 
 
 @hookimpl

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import laminae
+from laminae.plugins.affine import weight_gradient
 from laminae.plugins.reference import loops as ref
 from laminae.testing import ConformanceError, check_layer, check_loss
 
@@ -150,3 +151,13 @@ def test_sgd_passes_the_optimizer_kit(registry):
 
     for options in ({}, {"momentum": 0.9, "nesterov": True, "decay": 0.01, "weight_decay": 1e-4}):
         check_optimizer(registry.create("optimizers", {"type": "sgd", "lr": 0.05, **options}), name="sgd")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_one_sample_weight_gradient_is_the_gemms_to_the_bit(dtype):
+    rng = np.random.default_rng(5)
+    x, dout = rng.standard_normal((1, 784)).astype(dtype), rng.standard_normal((1, 300)).astype(dtype)
+    fast, gemm = np.empty((784, 300), dtype), np.empty((784, 300), dtype)
+    weight_gradient(x, dout, out=fast)
+    np.matmul(x.T, dout, out=gemm)
+    assert np.array_equal(fast, gemm)

@@ -8,6 +8,7 @@ from math import prod
 import attrs
 import numpy as np
 
+from laminae.arena import flat_groups, movable, pack
 from laminae.errors import LaminaeError, PluginError, location, one_line
 from laminae.protocols import BuildContext, Layer, Shape
 from laminae.registry import Registry, make_registry
@@ -56,12 +57,18 @@ class Network:
                 declared = layer.build(shape, layer_ctx)
             shape = self._checked_shape(index, declared)
             self.shapes.append(shape)
+        self.param_arena, self.grad_arena = self._move_into_arenas()
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         for index, layer in enumerate(self.layers):
             for name, array in layer.params.items():
                 self.params[f"{index}.{name}"] = array
                 self.grads[f"{index}.{name}"] = layer.grads[name]
+        groups = flat_groups(self.params, self.grads)
+        self.param_blocks = [group.param for group in groups]
+        self.grad_blocks = [group.grad for group in groups]
+        """Every parameter (gradient) once, in as few flat arrays as the arenas
+        allow: what data-parallel slices copy, weigh and add up, one pass each."""
         self.absorbed: list[int] = _absorb(self.layers) if fuse else []
         """Indexes of the layers whose work the next layer does (see :func:`_absorb`)."""
         self.running = [(index, layer) for index, layer in enumerate(self.layers) if index not in self.absorbed]
@@ -70,6 +77,28 @@ class Network:
         self.probed = False
         """Whether :func:`~laminae.network.probe.probe` has held the layers to their
         contracts (training does once, before its first batch)."""
+
+    def _move_into_arenas(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Lay the layers' parameters end to end in one buffer, and their
+        gradients in another (see :mod:`laminae.arena`), leaving views in the
+        layers' dicts; arrays that cannot move (another dtype, or a layer
+        holding a reference of its own) stay where they are."""
+        moving = [
+            (layer, name)
+            for layer in self.layers
+            for name in list(layer.params)
+            if isinstance(layer.grads.get(name), np.ndarray)
+            and movable(layer.params, name, self.dtype)
+            and movable(layer.grads, name, self.dtype)
+            and layer.grads[name].shape == layer.params[name].shape
+        ]
+        if not moving:
+            return None, None
+        param_arena, params = pack([layer.params[name] for layer, name in moving], self.dtype)
+        grad_arena, grads = pack([layer.grads[name] for layer, name in moving], self.dtype)
+        for (layer, name), param, grad in zip(moving, params, grads):
+            layer.params[name], layer.grads[name] = param, grad
+        return param_arena, grad_arena
 
     def _checked_shape(self, index: int, declared: object) -> Shape:
         """What ``build`` returned, as a shape: a tuple (or list) of positive ints, else a one-line error."""

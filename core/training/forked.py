@@ -119,7 +119,7 @@ class Capacity:
 
 
 def _slot(worker: int, what: str) -> str:
-    """The name of a worker's array in the shared memory: ``x``, ``y``, ``labels``, ``result`` or ``grad/<param>``."""
+    """The name of a worker's array in the shared memory: ``x``, ``y``, ``labels``, ``result`` or ``grad/<block>`` (an index into ``Network.grad_blocks``)."""
     return f"{worker}/{what}"
 
 
@@ -161,8 +161,8 @@ class ForkedStep:
 
     def _step(self, x, y, labels, slices: list[slice], weights: list[float]) -> tuple[float, int]:
         shared, network = self._shared.arrays, self.parts.network
-        for name, param in network.params.items():
-            np.copyto(shared[f"param/{name}"], param)
+        for index, block in enumerate(network.param_blocks):
+            np.copyto(shared[f"param/{index}"], block)
         if self._state_names:
             for name, value in network.state_dict().items():
                 np.copyto(shared[f"state/{name}"], value)
@@ -184,7 +184,7 @@ class ForkedStep:
             loss, correct = shared[_slot(worker.slice_number, "result")]
             results.append((float(loss), int(correct)))
         other_grads = [
-            {name: shared[_slot(worker.slice_number, f"grad/{name}")] for name in network.grads}
+            [shared[_slot(worker.slice_number, f"grad/{index}")] for index in range(len(network.grad_blocks))]
             for worker, _, _ in working
         ]
         if self._state_names:
@@ -193,7 +193,7 @@ class ForkedStep:
                 for worker, _, _ in working
             ]
             combine_states(network, [network.state_dict(), *other_states], weights)
-        return combine_slices(network.grads, other_grads, weights, results)
+        return combine_slices(network.grad_blocks, other_grads, weights, results)
 
     def _fail(self, worker: Worker, reply: bytes) -> NoReturn:
         """Raise what went wrong in ``worker``: its error, or its death (no reply)."""
@@ -204,7 +204,7 @@ class ForkedStep:
     def _start_workers(self, capacity: Capacity) -> None:
         self._stop_workers()
         network = self.parts.network
-        layout = {f"param/{name}": (p.shape, p.dtype) for name, p in network.params.items()}
+        layout = {f"param/{index}": (p.shape, p.dtype) for index, p in enumerate(network.param_blocks)}
         state = {name: np.asarray(value) for name, value in network.state_dict().items()}
         self._state_names = list(state)
         layout.update((f"state/{name}", (value.shape, value.dtype)) for name, value in state.items())
@@ -213,7 +213,7 @@ class ForkedStep:
             layout[_slot(number, "y")] = ((capacity.rows, *capacity.y[0]), capacity.y[1])
             layout[_slot(number, "labels")] = ((capacity.rows,), capacity.labels)
             layout[_slot(number, "result")] = ((2,), np.dtype(np.float64))
-            layout.update((_slot(number, f"grad/{name}"), (g.shape, g.dtype)) for name, g in network.grads.items())
+            layout.update((_slot(number, f"grad/{i}"), (g.shape, g.dtype)) for i, g in enumerate(network.grad_blocks))
             layout.update((_slot(number, f"state/{name}"), (v.shape, v.dtype)) for name, v in state.items())
         try:
             self._shared, self._capacity = SharedArrays(layout), capacity
@@ -275,7 +275,7 @@ class ForkedStep:
 def _serve(parts: ModelParts, shared: dict[str, np.ndarray], number: int, commands: int, replies: int) -> None:
     """A worker's loop: one slice per command, until told to leave or the command pipe closes."""
     network = parts.network
-    grads_out = {name: shared[_slot(number, f"grad/{name}")] for name in network.grads}
+    grads_out = [shared[_slot(number, f"grad/{index}")] for index in range(len(network.grad_blocks))]
     state_names = list(network.state_dict())
     while True:
         command = os.read(commands, COMMAND.size)
@@ -284,14 +284,14 @@ def _serve(parts: ModelParts, shared: dict[str, np.ndarray], number: int, comman
         count, weight = COMMAND.unpack(command)
         if count == 0:
             return
-        for name, param in network.params.items():
-            np.copyto(param, shared[f"param/{name}"])
+        for index, block in enumerate(network.param_blocks):
+            np.copyto(block, shared[f"param/{index}"])
         try:
             if state_names:  # the state the step starts from, copied: a layer may keep what it is given
                 network.load_state_dict({name: shared[f"state/{name}"].copy() for name in state_names})
             x, y, labels = (shared[_slot(number, key)][:count] for key in ("x", "y", "labels"))
             loss, correct = serial_step(network, parts.loss, x, y, labels)
-            weigh_gradients(network.grads, weight, out=grads_out)
+            weigh_gradients(network.grad_blocks, weight, out=grads_out)
             if state_names:
                 for name, value in network.state_dict().items():
                     np.copyto(shared[_slot(number, f"state/{name}")], value)

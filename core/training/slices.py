@@ -38,31 +38,30 @@ def weighted_slice_step(
 ) -> tuple[float, int]:
     """:func:`serial_step` on one slice, its gradients weighted by the slice's share of the batch."""
     result = serial_step(network, loss_fn, x, y, labels)
-    weigh_gradients(network.grads, weight)
+    weigh_gradients(network.grad_blocks, weight)
     return result
 
 
-def weigh_gradients(
-    grads: dict[str, np.ndarray], weight: float, out: dict[str, np.ndarray] | None = None
-) -> None:
-    """Every gradient times its slice's weight, in place or into ``out``: the one
-    multiplication every kind of step shares, so that they agree bit for bit."""
-    for name, grad in grads.items():
-        np.multiply(grad, grad.dtype.type(weight), out=grad if out is None else out[name])
+def weigh_gradients(blocks: list[np.ndarray], weight: float, out: list[np.ndarray] | None = None) -> None:
+    """Every gradient (a network's ``grad_blocks``: its arena, one pass) times
+    its slice's weight, in place or into ``out``: the one multiplication
+    every kind of step shares, so that they agree bit for bit."""
+    for index, block in enumerate(blocks):
+        np.multiply(block, block.dtype.type(weight), out=block if out is None else out[index])
 
 
 def combine_slices(
-    grads: dict[str, np.ndarray],
-    other_grads: list[dict[str, np.ndarray]],
+    blocks: list[np.ndarray],
+    other_blocks: list[list[np.ndarray]],
     weights: list[float],
     results: list[tuple[float, int]],
 ) -> tuple[float, int]:
-    """Add the other slices' weighted gradients onto the first's, in slice order
-    (so the sums do not depend on which slice finished first), and the
-    batch's ``(mean loss, correct predictions)``."""
-    for name, grad in grads.items():
-        for other in other_grads:
-            grad += other[name]
+    """Add the other slices' weighted gradients (``grad_blocks``, laid out alike)
+    onto the first's, in slice order (so the sums do not depend on which
+    slice finished first), and the batch's ``(mean loss, correct predictions)``."""
+    for index, block in enumerate(blocks):
+        for other in other_blocks:
+            block += other[index]
     loss = sum(weight * part_loss for weight, (part_loss, _) in zip(weights, results))
     return loss, sum(correct for _, correct in results)
 

@@ -69,7 +69,7 @@ class ThreadedStep:
         used = self.networks[: len(slices)]
         if self.stateful:
             combine_states(used[0], [network.state_dict() for network in used], weights)
-        return combine_slices(used[0].grads, [network.grads for network in used[1:]], weights, results)
+        return combine_slices(used[0].grad_blocks, [network.grad_blocks for network in used[1:]], weights, results)
 
     def _slice_step(
         self,
@@ -89,8 +89,8 @@ class ThreadedStep:
         thread, and a worker thread would otherwise warn where the caller is silent."""
         network, main = self.networks[replica], self.networks[0]
         if replica:
-            for name, param in network.params.items():
-                np.copyto(param, main.params[name])
+            for block, main_block in zip(network.param_blocks, main.param_blocks):
+                np.copyto(block, main_block)
             if start is not None:
                 network.load_state_dict({name: value.copy() for name, value in start.items()})
         with np.errstate(**numpy_errors):
