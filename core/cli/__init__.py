@@ -18,7 +18,7 @@ from typing import NoReturn
 from laminae import __version__
 from laminae.errors import LaminaeError
 
-SUBCOMMANDS = ["check", "summary", "models", "layers", "plugins", "train", "eval", "predict", "plot", "tune"]
+SUBCOMMANDS = ["check", "summary", "models", "layers", "plugins", "train", "eval", "predict", "export", "plot", "tune"]
 
 USER_ERROR = 2
 TRACEBACK_ENV = "LAMINAE_TRACEBACK"

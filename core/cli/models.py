@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from laminae.errors import SpecError, did_you_mean
-from laminae.network.catalogue import catalogue, catalogue_path
+from laminae.network.catalogue import CATALOGUE_FILE, catalogue
 from laminae.network.spec import TrainConfig, model_file_text
 from laminae.persistence.atomic import atomic_write
 
@@ -47,7 +47,7 @@ def _copy(tables: dict, name: str, out: Path) -> int:
         raise SpecError(f"{out}: already exists, and is never overwritten: give another FILE")
     table = {key: value for key, value in tables[name].items() if key != "accuracy"}
     comments = [
-        f"{name}: a copy of Laminae's built-in model (from {catalogue_path().name}), to edit as your own.",
+        f"{name}: a copy of Laminae's built-in model (from {CATALOGUE_FILE}), to edit as your own.",
         f"Train it with: laminae train {out} {name}",
     ]
     text = model_file_text(name, table, comments)
