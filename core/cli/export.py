@@ -27,12 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from laminae.model import load
     from laminae.persistence.checkpoint import checkpoint_path
-    from laminae.persistence.onnx_export import export_onnx, onnx_package
+    from laminae.persistence.onnx_export import onnx_package
 
     onnx_package()  # before the checkpoint is read: it would be read in vain
     model = load(args.checkpoint, registry=registry_from(args))
     with location(f"{checkpoint_path(args.checkpoint)}: model {model.name!r}"):
-        path = export_onnx(model, args.out, logits=args.logits)
+        path = model.export_onnx(args.out, logits=args.logits)
     output = "logits" if args.logits else "class probabilities"
     print(f"wrote {path}: images {('N', *model.network.input_shape)} -> {output} (N, {model.network.output_shape[0]})".replace("'", ""))
     return 0
