@@ -1,8 +1,8 @@
 """``laminae check FILE [NAME]``: validate, build and try every model of a file (or one), one line each.
 
 Every spec of the file is validated first; then the models (or the one
-named; a bare built-in model name is that model of the catalogue) are built one at a time,
-each tried on two random samples in training and in inference mode
+named; a bare built-in name is that model of the catalogue) are built one
+at a time, each tried on two random samples in training and in inference mode
 (:func:`laminae.network.probe.probe`) and let go before the next.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 from laminae.cli import model_arguments, model_source, plugin_options, registry_from
 from laminae.errors import location
 
-HELP = "validate every model in a TOML file, try it on two samples and show its size and shapes"
+HELP = "validate every model of a TOML file (or one, or a built-in one), try it on two samples, show its size and shapes"
 EXAMPLE = "laminae check models.toml"
 
 

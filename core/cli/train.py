@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from laminae.registry import Registry
     from laminae.training.state import TrainingState
 
-HELP = "train a model of a TOML file and report its test accuracy"
+HELP = "train a model of a TOML file, or a built-in one, and report its test accuracy"
 EXAMPLE = "laminae train quickstart --epochs 1    (or: laminae train models.toml quickstart)"
 
 OVERRIDES = ("epochs", "batch_size", "seed", "dataset", "threads")
