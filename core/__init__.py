@@ -5,10 +5,11 @@ The package is built in floors; each imports only the floors below it
 
 - the plugin API, at the top of the package: ``errors``, ``protocols``
   (with ``BuildContext``), ``hookspecs``, ``registry``, ``fields``,
-  ``validators``, ``testing`` and the plugin-author helpers ``buffers``, ``arena``,
-  ``randomness``, ``data``, ``safe_npz`` and ``optional``;
+  ``validators``, ``testing`` and the plugin-author helpers ``buffers``,
+  ``arena``, ``randomness``, ``data``, ``safe_npz``, ``optional`` and
+  ``onnx_graph`` (what a plugin's ``onnx`` method adds its nodes to);
 - ``laminae.network``: the network and its assembly from a spec;
-- ``laminae.persistence``: checkpoints and atomic writes;
+- ``laminae.persistence``: checkpoints, ONNX export and atomic writes;
 - ``laminae.training``: the loop, its state and steps, run directories;
 - ``laminae.model``: the ``Model`` facade with ``build``, ``from_toml`` and ``load``;
 - ``laminae.cli``: the ``laminae`` command.
@@ -29,6 +30,7 @@ from laminae.errors import (
 from laminae.hookspecs import hookimpl
 from laminae.model import Model, build, from_toml, load, load_training
 from laminae.network import ModelParts, Network, TrainConfig
+from laminae.onnx_graph import OnnxGraph
 from laminae.protocols import BuildContext, Dataset, Initializer, Layer, Loss, Optimizer, Schedule, Shape, Transform
 from laminae.registry import Registry, make_registry
 from laminae.training import EpochMetrics, FitOptions, TrainingResult, TrainingState
@@ -49,6 +51,7 @@ __all__ = [
     "Model",
     "ModelParts",
     "Network",
+    "OnnxGraph",
     "Optimizer",
     "PluginError",
     "Registry",

@@ -18,6 +18,7 @@ import numpy as np
 from laminae.network.assembly import ModelParts, assemble
 from laminae.network.spec import read_toml
 from laminae.persistence import checkpoint
+from laminae.persistence.onnx_export import export_onnx
 from laminae.errors import TrainingError, blamed_on
 from laminae.registry import Registry
 from laminae.training.evaluation import evaluate, refuse_non_finite
@@ -71,6 +72,12 @@ class Model(ModelParts):
     def save(self, path: str | os.PathLike, *, registry: Registry | None = None) -> Path:
         """Write a checkpoint that :func:`laminae.load` reads back without any TOML file."""
         return checkpoint.save(self, path, registry=registry)
+
+    def export_onnx(self, path: str | os.PathLike, *, logits: bool = False) -> Path:
+        """Write the network as an ONNX model that returns :meth:`predict_proba`'s
+        probabilities, or with ``logits`` the outputs (needs ``laminae[onnx]``;
+        docs/export.md)."""
+        return export_onnx(self, path, logits=logits)
 
 
 def build(

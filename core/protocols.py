@@ -60,6 +60,15 @@ class Layer(Protocol):
     marker again.  Building binds a
     layer object to its network (its place in it, what it absorbed): a layer
     object serves the network that built it last.
+
+    A layer that can be exported to ONNX (``laminae export``) has
+    ``onnx(graph, x) -> str``: ``x`` names its input tensor (the batch axis,
+    then the shape ``build`` got), and it adds to ``graph``, a
+    :class:`laminae.OnnxGraph`, the nodes that compute what ``forward``
+    computes in inference, and returns the name of their output (``x``
+    itself for a layer that changes nothing then, as dropout).  It adds
+    only its own work: a layer it absorbed adds its own nodes.  A model
+    with a layer that has none cannot be exported.
     """
 
     params: dict[str, np.ndarray]
@@ -78,6 +87,12 @@ class Loss(Protocol):
 
     ``forward`` returns the mean loss over the batch; ``backward`` returns its
     gradient with respect to the outputs that ``forward`` last saw.
+
+    A loss may also have ``probabilities(output)``, rows summing to 1, which
+    ``Model.predict_proba`` returns instead of the softmax of the outputs;
+    an exported model computes them with the loss's ``onnx(graph, x) -> str``,
+    written as a layer's is (see :class:`Layer`), and without one only the
+    outputs themselves (``laminae export --logits``) can be exported.
     """
 
     def forward(self, output: np.ndarray, target: np.ndarray) -> float: ...

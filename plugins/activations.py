@@ -15,6 +15,7 @@ import numpy as np
 
 from laminae.buffers import Recycler, memory_order, scratch_like
 from laminae.hookspecs import hookimpl
+from laminae.onnx_graph import OnnxGraph
 from laminae.protocols import BuildContext, Shape
 
 
@@ -57,6 +58,9 @@ class ReLU:
         dx = self._input_grads.empty(dout.shape, dout.dtype, memory_order(dout))
         return np.multiply(dout, self._mask, out=dx)
 
+    def onnx(self, graph: OnnxGraph, x: str) -> str:
+        return graph.node("Relu", [x])
+
 
 @attrs.define(eq=False)
 class Sigmoid:
@@ -79,6 +83,9 @@ class Sigmoid:
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         return dout * self._out * (1 - self._out)
+
+    def onnx(self, graph: OnnxGraph, x: str) -> str:
+        return graph.node("Sigmoid", [x])
 
 
 @hookimpl

@@ -16,6 +16,7 @@ import attrs
 import numpy as np
 
 from laminae.hookspecs import hookimpl
+from laminae.onnx_graph import OnnxGraph
 from laminae.protocols import BuildContext, Shape
 from laminae.validators import boolean, positive_int
 
@@ -65,6 +66,13 @@ class Affine:
         else:
             dx = dout @ self.params["W"].T
         return dx.reshape((len(dout), *self._input_shape))
+
+    def onnx(self, graph: OnnxGraph, x: str) -> str:
+        """A Gemm, after a Flatten when a sample is not one axis (forward reshapes it)."""
+        if len(self._input_shape) != 1:
+            x = graph.node("Flatten", [x], axis=1)
+        weights = [graph.constant(self.params[name], name) for name in ("W", "b") if name in self.params]
+        return graph.node("Gemm", [x, *weights])
 
 
 def weight_gradient(x: np.ndarray, dout: np.ndarray, out: np.ndarray) -> None:

@@ -30,6 +30,7 @@ import numpy as np
 
 from laminae.buffers import Recycler, scratch
 from laminae.hookspecs import hookimpl
+from laminae.onnx_graph import OnnxGraph
 from laminae.plugins.gemm.bias_column import columns_with_ones_row, join_bias, split_bias
 from laminae.plugins.gemm.skinny import FORWARD_LIMIT, WEIGHT_GRADIENT_LIMIT, MatmulOverLongAxis, matmul_long_columns
 from laminae.plugins.layout.batch_last import BatchLastCopy, columns_by_offset, nchw
@@ -116,6 +117,13 @@ class Conv:
         dx.fill(0)
         col2im(columns_by_offset(self._dcols, weights.shape[1:]), nchw(dx), self._windows)
         return nchw(dx)
+
+    def onnx(self, graph: OnnxGraph, x: str) -> str:
+        """An ONNX Conv is the same cross-correlation, and ``W`` already has its
+        (filters, channels, height, width) layout."""
+        weights = [graph.constant(self.params[name], name) for name in ("W", "b") if name in self.params]
+        size, stride, pad = [self.size] * 2, [self.stride] * 2, [self.pad] * 4
+        return graph.node("Conv", [x, *weights], kernel_shape=size, strides=stride, pads=pad)
 
 
 def _matrix(array: np.ndarray) -> np.ndarray:

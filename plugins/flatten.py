@@ -13,6 +13,7 @@ import attrs
 import numpy as np
 
 from laminae.hookspecs import hookimpl
+from laminae.onnx_graph import OnnxGraph
 from laminae.protocols import BuildContext, Shape
 
 
@@ -33,6 +34,9 @@ class Flatten:
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         return dout.reshape((len(dout), *self._input_shape))
+
+    def onnx(self, graph: OnnxGraph, x: str) -> str:
+        return graph.node("Flatten", [x], axis=1)
 
 
 @hookimpl

@@ -23,6 +23,7 @@ import numpy as np
 
 from laminae.buffers import Recycler, memory_order, scratch_like
 from laminae.hookspecs import hookimpl
+from laminae.onnx_graph import OnnxGraph
 from laminae.plugins.windows.first_maximum import FirstMaximum, FirstMaximumOf2x2Tiles
 from laminae.plugins.windows.geometry import Window, kernel_offsets, window_output_hw
 from laminae.protocols import BuildContext, Layer, Shape
@@ -119,6 +120,12 @@ class Pool:
         for share, index in zip(shares, indexes):
             dx[index] += np.multiply(dout, share, out=part)
         return dx
+
+    def onnx(self, graph: OnnxGraph, x: str) -> str:
+        """Only the layer's own pooling: a layer it absorbed adds its own nodes.
+        Windows lie wholly inside the image, as ONNX's without padding do."""
+        op_type = "MaxPool" if self.mode == "max" else "AveragePool"
+        return graph.node(op_type, [x], kernel_shape=[self.size] * 2, strides=[self.stride] * 2)
 
 
 @hookimpl

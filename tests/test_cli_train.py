@@ -103,7 +103,8 @@ def test_plot_without_matplotlib_says_which_extra_to_install(run_dir, capsys, mo
     [
         (["eval", "missing.npz"], "missing.npz: no such file"),
         (["train", MODELS, "no_such_model"], "no model 'no_such_model'"),
-        (["train", MODELS], "give a TOML FILE and a model NAME"),
+        (["train", MODELS], "models.toml: several models, name one of: two_layer, dnn,"),
+        (["train"], "give a built-in model's NAME, or a TOML FILE and a model NAME"),
         (["train", MODELS, "quickstart", "--dataset", "mnist-smaple"], "unknown data set type 'mnist-smaple'"),
         (["plot", "no-such-run"], "metrics.csv: no such file"),
         (["train", MODELS, "quickstart", "--out", "a-file"], "a-file: cannot be used as a run directory (File exists)"),

@@ -18,7 +18,7 @@ from typing import NoReturn
 from laminae import __version__
 from laminae.errors import LaminaeError
 
-SUBCOMMANDS = ["check", "summary", "layers", "plugins", "train", "eval", "predict", "plot", "tune"]
+SUBCOMMANDS = ["check", "summary", "models", "layers", "plugins", "train", "eval", "predict", "export", "plot", "tune"]
 
 USER_ERROR = 2
 TRACEBACK_ENV = "LAMINAE_TRACEBACK"
@@ -28,6 +28,19 @@ def plugin_options(parser: argparse.ArgumentParser) -> None:
     """The options every subcommand that loads plugins shares."""
     parser.add_argument("--plugins-dir", metavar="DIR", help="also load every *.py plugin file in DIR")
     parser.add_argument("--block", metavar="NAME", action="append", default=[], help="do not load the plugin NAME (repeatable)")
+
+
+def model_arguments(parser: argparse.ArgumentParser, *, name_help: str = "the model (not needed when FILE holds one)") -> None:
+    """FILE [NAME], as every command that builds a model of a file takes them."""
+    parser.add_argument("file", metavar="FILE", help="a TOML file of models, or a built-in model's name (see laminae models)")
+    parser.add_argument("name", metavar="NAME", nargs="?", help=name_help)
+
+
+def model_source(args: argparse.Namespace) -> None:
+    """Read ``args.file`` as a built-in model's name when it is one (``laminae train lenet``)."""
+    from laminae.network.catalogue import model_file
+
+    args.file, args.name = model_file(args.file, args.name)
 
 
 def registry_from(args: argparse.Namespace, *, builds_models: bool = True):

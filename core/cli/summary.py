@@ -1,25 +1,27 @@
-"""``laminae summary FILE NAME``: one model's layer table, loss, optimizer and training setup."""
+"""``laminae summary FILE NAME`` (or ``laminae summary NAME`` for a built-in model):
+one model's layer table, loss, optimizer and training setup."""
 from __future__ import annotations
 
 import argparse
 
-from laminae.cli import plugin_options, registry_from
+from laminae.cli import model_arguments, model_source, plugin_options, registry_from
 from laminae.network.spec import toml_text
 
 HELP = "show one model's layers, shapes and parameter counts"
-EXAMPLE = "laminae summary models.toml simple_cnn"
+EXAMPLE = "laminae summary simple_cnn    (or: laminae summary models.toml simple_cnn)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="the TOML file of models")
-    parser.add_argument("name", help="the model to show")
+    model_arguments(parser)
     plugin_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from laminae.model import from_toml
 
-    model = from_toml(args.file, args.name, registry=registry_from(args))
+    registry = registry_from(args)
+    model_source(args)
+    model = from_toml(args.file, args.name, registry=registry)
     spec = model.spec
     print(f"model {model.name}: {spec['description']}" if spec["description"] else f"model {model.name}")
     print(model.network.summary())

@@ -1,4 +1,5 @@
-"""``laminae train FILE NAME``: train a model of a TOML file into a run directory.
+"""``laminae train FILE NAME``: train a model of a TOML file into a run directory
+(``laminae train NAME`` for a built-in model).
 
 The run directory holds ``model.npz`` (rewritten after every epoch),
 ``metrics.csv`` and ``spec.json``.  Ctrl-C or SIGTERM stops after the current
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from laminae.cli import plugin_options, registry_from
+from laminae.cli import model_source, plugin_options, registry_from
 from laminae.errors import SpecError, location
 from laminae.training.rundir import folder_name
 from laminae.training.splits import load_splits
@@ -25,16 +26,19 @@ if TYPE_CHECKING:
     from laminae.registry import Registry
     from laminae.training.state import TrainingState
 
-HELP = "train a model of a TOML file and report its test accuracy"
-EXAMPLE = "laminae train models.toml quickstart --epochs 1"
+HELP = "train a model of a TOML file, or a built-in one, and report its test accuracy"
+EXAMPLE = "laminae train quickstart --epochs 1    (or: laminae train models.toml quickstart)"
 
 OVERRIDES = ("epochs", "batch_size", "seed", "dataset", "threads")
 """The flags that override the model's [train] table key for key."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", nargs="?", help="the TOML file of models (not needed with --resume)")
-    parser.add_argument("name", nargs="?", help="the model to train")
+    parser.add_argument(
+        "file", metavar="FILE", nargs="?",
+        help="a TOML file of models, or a built-in model's name (see laminae models); not with --resume",
+    )
+    parser.add_argument("name", metavar="NAME", nargs="?", help="the model to train (not needed when FILE holds one)")
     parser.add_argument("--epochs", type=int, metavar="N", help="train for N epochs (with --resume: in all)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="samples per mini-batch")
     parser.add_argument("--seed", type=int, metavar="N", help="seed of the initial weights and the batch order")
@@ -64,11 +68,12 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         where = f"{checkpoint_path(args.resume)}: model {model.name!r}"
     else:
-        if args.file is None or args.name is None:
-            raise SpecError("give a TOML FILE and a model NAME (or --resume RUN_DIR)")
+        if args.file is None:
+            raise SpecError("give a built-in model's NAME, or a TOML FILE and a model NAME (or --resume RUN_DIR)")
+        model_source(args)
         model = from_toml(args.file, args.name, registry=registry, train_overrides=overrides)
         state = None
-        run_dir = Path(args.out) if args.out is not None else _new_run_dir(args.name)
+        run_dir = Path(args.out) if args.out is not None else _new_run_dir(model.name)
         where = f"{args.file}: model {model.name!r}"
     with location(where):
         return _train(args, model, state, run_dir, registry)

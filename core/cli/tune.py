@@ -1,4 +1,5 @@
-"""``laminae tune FILE NAME``: search a model's hyperparameters as its tune table says.
+"""``laminae tune FILE NAME``: search a model's hyperparameters as its tune table says
+(``laminae tune lenet`` for a built-in model that has one).
 
 The study directory (``--out``, default ``runs/tune-NAME``) holds the
 journal file the study lives in (unless ``--storage URL`` names another
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from laminae.cli import plugin_options, registry_from
+from laminae.cli import model_arguments, model_source, plugin_options, registry_from
 from laminae.cli.train import data_dir_option
 
 HELP = "search a model's hyperparameters with Optuna (needs laminae[tune])"
@@ -21,8 +22,7 @@ EXAMPLE = "laminae tune models.toml lenet --data-dir ../shared/data --workers 2"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="the TOML file of models")
-    parser.add_argument("name", help="the model to tune: it needs a [models.NAME.tune] table")
+    model_arguments(parser, name_help="the model to tune: it needs a [models.NAME.tune] table")
     parser.add_argument("--trials", type=int, metavar="N", help="run the study up to N trials (default: the tune table's)")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="run N local worker processes (default 1)")
     parser.add_argument("--storage", metavar="URL", help="an Optuna storage URL shared by several machines (postgresql+psycopg://...)")
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from laminae.tuning import trials_table, tune
 
     registry = registry_from(args)
+    model_source(args)
     if args.list:
         print(trials_table(args.file, args.name, out=args.out, storage=args.storage, registry=registry))
         return 0

@@ -84,7 +84,7 @@ def assemble(
     check_nesting(spec, source)
     if any(key in spec for key in TOP_KEYS):
         models = assemble_document(spec, registry=registry, source=source)
-        model = models[_pick(name, list(models), source)]
+        model = models[pick_model(name, list(models), source)]
         if not train_overrides and dtype is None:
             return model
         resolved = model.spec
@@ -149,7 +149,8 @@ def assemble_resolved(spec: Mapping[str, Any], registry: Registry, source: str =
     )
 
 
-def _pick(name: str | None, names: list[str], source: str) -> str:
+def pick_model(name: str | None, names: list[str], source: str) -> str:
+    """``name`` if the file ``source`` has it; without one, the file's only model."""
     if name is None:
         if len(names) == 1:
             return names[0]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,10 @@ SCHEMA_VERSION = 1
 """The only ``schema`` this version reads; a file without ``schema`` is read as 1."""
 
 TOP_KEYS = ("schema", "models")
-MODEL_KEYS = ("description", "extends", "input", "layers", "loss", "optimizer", "train", "dtype", "tune")
-"""``tune`` is the search space of ``laminae tune`` (read by laminae.tuning); it
-is accepted here and never reaches the resolved spec."""
+MODEL_KEYS = ("description", "extends", "input", "layers", "loss", "optimizer", "train", "dtype", "tune", "accuracy")
+"""``tune`` is the search space of ``laminae tune`` (read by laminae.tuning), and
+``accuracy`` the test accuracy measured for ``laminae models`` to show; both are
+accepted here and never reach the resolved spec."""
 REQUIRED_MODEL_KEYS = ("input", "layers", "loss", "optimizer")
 RESOLVED_KEYS = ("name", "description", "input", "layers", "loss", "optimizer", "train", "dtype")
 DTYPES = ("float32", "float64")
@@ -110,12 +111,18 @@ def resolve_document(doc: Mapping[str, Any], registry: Registry, source: str) ->
     All models are checked before the caller builds any, so a mistake in
     the last model of a file is reported even when the first is wanted.
     """
+    merged = model_tables(doc, source)
+    return {name: resolve_model(name, raw, registry, source) for name, raw in merged.items()}
+
+
+def model_tables(doc: Mapping[str, Any], source: str) -> dict[str, dict[str, Any]]:
+    """Every model's table of a parsed file as written, ``extends`` applied, its
+    keys checked but its values not yet: what a copy of one model holds."""
     models = _models_table(doc, source)
     for name, raw in models.items():
         with location(f"{source}: model {name!r}"):
             check_keys(raw, MODEL_KEYS)
-    merged = _apply_extends(models, source)
-    return {name: resolve_model(name, raw, registry, source) for name, raw in merged.items()}
+    return _apply_extends(models, source)
 
 
 def resolve_model(
@@ -173,6 +180,9 @@ def _model_outline(raw: Mapping[str, Any]) -> tuple[str, tuple[int, ...], list[M
         raise SpecError(f"'layers' must be a list of tables, got {_shown(layers)}")
     if not layers:
         raise SpecError("'layers' is empty: a model needs at least one layer")
+    accuracy = raw.get("accuracy", 0)
+    if not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool) or not 0 <= accuracy <= 1:
+        raise SpecError(f"'accuracy' must be a number from 0 to 1 (a measured test accuracy), got {_shown(accuracy)}")
     return description, _input_shape(raw["input"]), layers
 
 
@@ -273,6 +283,46 @@ def toml_text(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_text(item) for item in value) + "]"
     return repr(value)
+
+
+def model_file_text(name: str, table: Mapping[str, Any], comments: Sequence[str] = ()) -> str:
+    """A model file holding one model, ``[models.NAME]``, written by tomlkit.
+
+    A table that holds tables (the model's, a tune table's ``space``) gets a
+    header of its own; any other is written inline, and the layers as one
+    inline table per line, as models.toml writes them.
+    """
+    import tomlkit  # 30 ms to import: only the commands that write a file pay for it
+
+    doc = tomlkit.document()
+    for line in comments:
+        doc.add(tomlkit.comment(line))
+    doc["schema"] = SCHEMA_VERSION
+    models = tomlkit.table(is_super_table=True)
+    models[name] = _toml_item(tomlkit, table)
+    doc["models"] = models
+    return tomlkit.dumps(doc)
+
+
+def _toml_item(tomlkit: Any, value: Any, inline: bool = False) -> Any:
+    if isinstance(value, Mapping):
+        if inline or not _holds_tables(value):
+            table = tomlkit.inline_table()
+            table.update({key: _toml_item(tomlkit, item, inline=True) for key, item in value.items()})
+            return table
+        table = tomlkit.table()
+        for key, item in sorted(value.items(), key=lambda pair: _holds_tables(pair[1])):
+            table[key] = _toml_item(tomlkit, item)  # a header table's own keys before its sub-tables
+        return table
+    if isinstance(value, list) and any(isinstance(item, Mapping) for item in value):
+        array = tomlkit.array()
+        array.extend(_toml_item(tomlkit, item, inline=True) for item in value)
+        return array.multiline(not inline)
+    return value
+
+
+def _holds_tables(value: Any) -> bool:
+    return isinstance(value, Mapping) and any(isinstance(item, Mapping) for item in value.values())
 
 
 def _models_table(doc: Mapping[str, Any], source: str) -> dict[str, Mapping[str, Any]]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from laminae.errors import LaminaeError, one_line
 from laminae.optional import require
+from laminae.network.spec import model_file_text
 from laminae.persistence.atomic import atomic_write
 from laminae.tuning.storage import counts
 
@@ -89,34 +90,14 @@ def table(study: Any, metric: str, limit: int | None = None) -> str:
 
 def write_best(path: Path, name: str, spec: Mapping[str, Any], trial: Any, metric: str, epochs: int) -> Path:
     """The best trial's spec as a model file that ``laminae train`` takes as it is."""
-    tomlkit = require("tomlkit", "tune", "writing the best trial")
-    doc = tomlkit.document()
-    doc.add(tomlkit.comment(f"The best trial of the study of {name!r}: trial {trial.number},"))
-    doc.add(tomlkit.comment(f"{metric} {trial.value:.4f} on the validation split after {epochs} epochs."))
-    doc.add(tomlkit.comment(f"Train it with: laminae train {path.name} {name}"))
-    doc["schema"] = 1
-    model = tomlkit.table()
-    for key, value in spec.items():
-        if key != "name":
-            model[key] = _toml_value(tomlkit, value)
-    models = tomlkit.table(is_super_table=True)
-    models[name] = model
-    doc["models"] = models
-    text = tomlkit.dumps(doc)
+    comments = [
+        f"The best trial of the study of {name!r}: trial {trial.number},",
+        f"{metric} {trial.value:.4f} on the validation split after {epochs} epochs.",
+        f"Train it with: laminae train {path.name} {name}",
+    ]
+    text = model_file_text(name, {key: value for key, value in spec.items() if key != "name"}, comments)
     atomic_write(path, lambda file: file.write(text.encode()))
     return path
-
-
-def _toml_value(tomlkit: Any, value: Any) -> Any:
-    if isinstance(value, Mapping):
-        inline = tomlkit.inline_table()
-        inline.update({key: _toml_value(tomlkit, item) for key, item in value.items()})
-        return inline
-    if isinstance(value, list) and any(isinstance(item, Mapping) for item in value):
-        array = tomlkit.array()
-        array.extend(_toml_value(tomlkit, item) for item in value)
-        return array.multiline(True)
-    return value
 
 
 def write_plots(study: Any, study_dir: Path) -> list[str]:

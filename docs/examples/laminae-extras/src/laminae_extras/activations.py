@@ -26,6 +26,9 @@ class Tanh:
     def backward(self, dout: np.ndarray) -> np.ndarray:
         return dout * (1 - self._out * self._out)
 
+    def onnx(self, graph: laminae.OnnxGraph, x: str) -> str:
+        return graph.node("Tanh", [x])
+
 
 @attrs.define(eq=False)
 class LeakyReLU:
@@ -46,3 +49,6 @@ class LeakyReLU:
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         return dout * self._slope
+
+    def onnx(self, graph: laminae.OnnxGraph, x: str) -> str:
+        return graph.node("LeakyRelu", [x], alpha=float(self.alpha))
