@@ -57,9 +57,14 @@ class Layer(Protocol):
     it).  The pool then runs that layer's own ``forward`` on the pooled
     output and its ``backward`` on the incoming gradient, so no plugin
     imports another.  A subclass is not taken over unless it states the
-    marker again.  Building binds a
-    layer object to its network (its place in it, what it absorbed): a layer
-    object serves the network that built it last.
+    marker again.  The other way round, ``absorb_next(following) -> bool``
+    takes over the parameter-free layer right after this one: the built-in
+    affine applies a layer whose class states ``computes_relu = True``
+    (``max(x, 0)``, gradient where ``x > 0``) to its own output buffer in
+    place, and masks the incoming gradient before its own backward.  An
+    ``absorb`` wins over an ``absorb_next`` for the same layer.  Building
+    binds a layer object to its network (its place in it, what it
+    absorbed): a layer object serves the network that built it last.
 
     A layer that can be exported to ONNX (``laminae export``) has
     ``onnx(graph, x) -> str``: ``x`` names its input tensor (the batch axis,

@@ -39,6 +39,12 @@ class ReLU:
     (``laminae.plugins.pool``).  A subclass that computes something else
     is never absorbed unless it states this again in its own body."""
 
+    computes_relu = True
+    """This class computes ``max(x, 0)``, and backward keeps the gradient where
+    ``x > 0``: a layer before it may do both itself on its own buffers (the
+    affine layer does, ``absorb_next``).  Read from the class's own body,
+    as ``commutes_with_max`` is."""
+
     params: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
     grads: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
     _mask: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
@@ -65,7 +71,8 @@ class ReLU:
 @attrs.define(eq=False)
 class Sigmoid:
     """The logistic function, computed as ``(1 + tanh(x/2)) / 2`` so that large
-    negative inputs cannot overflow ``exp``."""
+    negative inputs cannot overflow ``exp``; each pass after the first
+    writes into the array the first made."""
 
     params: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
     grads: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
@@ -75,14 +82,17 @@ class Sigmoid:
         return tuple(input_shape)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        out = np.tanh(x * 0.5)
+        out = np.multiply(x, 0.5)
+        np.tanh(out, out=out)
         out += 1
         out *= 0.5
         self._out = out
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        return dout * self._out * (1 - self._out)
+        dx = dout * self._out
+        dx *= 1 - self._out
+        return dx
 
     def onnx(self, graph: OnnxGraph, x: str) -> str:
         return graph.node("Sigmoid", [x])

@@ -3,6 +3,9 @@
 forward   out = x @ W + b                  (x: N x inputs, W: inputs x units)
 backward  dW = x.T @ dout,  db = dout summed over the batch,  dx = dout @ W.T
 
+A ReLU right after it runs inside it (``absorb_next``): forward rectifies
+``out`` in place and keeps the mask, backward masks ``dout`` first.
+
 Forward caches ``x`` for ``dW``.  The same in plain loops:
 ``laminae.plugins.reference.loops.affine_forward`` and ``affine_backward``,
 which the tests hold this layer to.
@@ -15,13 +18,16 @@ from typing import Any
 import attrs
 import numpy as np
 
+from laminae.buffers import scratch_like
 from laminae.hookspecs import hookimpl
 from laminae.onnx_graph import OnnxGraph
 from laminae.protocols import BuildContext, Shape
 from laminae.validators import boolean, positive_int
 
 
-@attrs.define(eq=False)
+# Validators check the hyperparameters once, when the layer is made; forward
+# and backward set their caches on every call, so writes skip them (NO_OP).
+@attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
 class Affine:
     """Fully connected layer; flattens each sample first, like the classic code,
     so it can follow a conv or pool layer directly."""
@@ -35,8 +41,21 @@ class Affine:
     _x: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
     _input_shape: tuple[int, ...] = attrs.field(init=False, default=(), repr=False)
     _input_grad: bool = attrs.field(init=False, default=True, repr=False)
+    _relu: bool = attrs.field(init=False, default=False, repr=False)
+    _mask: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
+
+    def absorb_next(self, following: object) -> bool:
+        """Apply the ReLU after this layer (a class stating ``computes_relu``)
+        in the product's own output buffer, keeping its mask for backward:
+        the same numbers as the ReLU layer, without its buffers and calls.
+        Not in a subclass that replaces ``forward`` or ``backward``, which
+        would not know to do it."""
+        own = type(self).forward is Affine.forward and type(self).backward is Affine.backward
+        self._relu = own and vars(type(following)).get("computes_relu", False) is True
+        return self._relu
 
     def build(self, input_shape: Shape, ctx: BuildContext) -> Shape:
+        self._relu = False  # until a network built around this layer hands it one
         fan_in = prod(input_shape)
         self._input_shape = tuple(input_shape)
         self._input_grad = ctx.input_grad
@@ -52,12 +71,18 @@ class Affine:
         out = x @ self.params["W"]
         if self.bias:
             out += self.params["b"]
+        if self._relu:
+            mask = self._mask = scratch_like(self._mask, out, np.dtype(bool))
+            np.greater(out, 0, out=mask)
+            np.multiply(out, mask, out=out)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
+        if self._relu:
+            dout = np.multiply(dout, self._mask)
         weight_gradient(self._x, dout, out=self.grads["W"])
         if self.bias:
-            np.sum(dout, axis=0, out=self.grads["b"])
+            np.add.reduce(dout, axis=0, out=self.grads["b"])
         if not self._input_grad:
             return None
         if self._x.flags.f_contiguous and not self._x.flags.c_contiguous:

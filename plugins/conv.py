@@ -40,7 +40,7 @@ from laminae.protocols import BuildContext, Shape
 from laminae.validators import boolean, non_negative_int, positive_int
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)  # as the affine layer: writes are not validated
 class Conv:
     """Square-kernel convolution over ``(channels, height, width)`` samples.
 

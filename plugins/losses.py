@@ -13,49 +13,59 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
+from laminae.buffers import Recycler, scratch
 from laminae.hookspecs import hookimpl
-
-
-def one_hot(target: np.ndarray, classes: int, dtype: np.dtype) -> np.ndarray:
-    """Integer labels as one-hot rows; rows that are already one-hot pass through."""
-    if target.ndim == 2:
-        return target.astype(dtype, copy=False)
-    rows = np.zeros((len(target), classes), dtype=dtype)
-    rows[np.arange(len(target)), target] = 1
-    return rows
 
 
 @attrs.define(eq=False)
 class SoftmaxCrossEntropy:
     """Softmax and cross-entropy in one step: the gradient is just
-    ``(p - y) / N``, and shifting by the row maximum keeps ``exp`` finite."""
+    ``(p - y) / N``, and shifting by the row maximum keeps ``exp`` finite.
+
+    Forward turns the logits into probabilities in one buffer, kept for
+    backward, reading each row's target logit on the way; backward writes
+    ``(p - y) / N`` into a fresh array."""
 
     _probs: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
     _target: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
+    _rows: np.ndarray = attrs.field(init=False, factory=lambda: np.arange(0), repr=False)
+    _grads: Recycler = attrs.field(init=False, factory=Recycler, repr=False)
 
     def forward(self, output: np.ndarray, target: np.ndarray) -> float:
-        shifted = output - output.max(axis=1, keepdims=True)
-        probs = np.exp(shifted)
-        sums = probs.sum(axis=1, keepdims=True)
+        n = len(output)
+        probs = self._probs = scratch(self._probs, output.shape, output.dtype)
+        np.subtract(output, output.max(axis=1, keepdims=True), out=probs)  # shifted logits
+        if target.ndim == 1:
+            picked = probs[self.rows(n), target]
+        else:
+            picked = np.einsum("ij,ij->i", target, probs)  # the sum over classes of y * shifted
+        np.exp(probs, out=probs)
+        sums = np.add.reduce(probs, axis=1, keepdims=True)
         probs /= sums
         log_sums = np.log(sums[:, 0])
         if target.ndim == 1:
-            picked = shifted[np.arange(len(target)), target]
-            loss = float(np.mean(log_sums - picked))
+            loss = np.add.reduce(log_sums - picked) / n
         else:
-            loss = float(np.mean(log_sums * target.sum(axis=1) - np.einsum("ij,ij->i", target, shifted)))
-        self._probs, self._target = probs, target
-        return loss
+            loss = np.add.reduce(log_sums * target.sum(axis=1) - picked) / n
+        self._target = target
+        return float(loss)
 
     def backward(self) -> np.ndarray:
         n = len(self._probs)
-        grad = self._probs.copy()
+        grad = self._grads.empty(self._probs.shape, self._probs.dtype)
+        np.copyto(grad, self._probs)
         if self._target.ndim == 1:
-            grad[np.arange(n), self._target] -= 1
+            grad[self.rows(n), self._target] -= 1
         else:
             grad -= self._target
         grad /= n
         return grad
+
+    def rows(self, n: int) -> np.ndarray:
+        """``arange(n)``, kept between batches of one size: the row of each target."""
+        if len(self._rows) != n:
+            self._rows = np.arange(n)
+        return self._rows
 
 
 @attrs.define(eq=False)
@@ -64,10 +74,18 @@ class Quadratic:
     the cost of Nielsen's classic sigmoid network."""
 
     _diff: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
+    _rows: np.ndarray = attrs.field(init=False, factory=lambda: np.arange(0), repr=False)
 
     def forward(self, output: np.ndarray, target: np.ndarray) -> float:
-        self._diff = output - one_hot(target, output.shape[1], output.dtype)
-        return float(0.5 * np.sum(self._diff * self._diff) / len(output))
+        diff = self._diff = scratch(self._diff, output.shape, output.dtype)
+        if target.ndim == 1:  # output - one-hot rows, without building them
+            np.copyto(diff, output)
+            if len(self._rows) != len(target):
+                self._rows = np.arange(len(target))
+            diff[self._rows, target] -= 1
+        else:
+            np.subtract(output, target, out=diff)
+        return float(0.5 * np.add.reduce(np.square(diff).reshape(-1)) / len(output))
 
     def backward(self) -> np.ndarray:
         return self._diff / len(self._diff)

@@ -30,7 +30,7 @@ from laminae.protocols import BuildContext, Layer, Shape
 from laminae.validators import one_of, positive_int
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)  # as the affine layer: writes are not validated
 class Pool:
     """Max or average over ``size x size`` windows, ``stride`` apart (default:
     ``size``, so the windows tile the image).

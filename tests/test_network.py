@@ -36,7 +36,10 @@ def test_classic_cnn_infers_every_shape(registry):
     affine_row = next(line for line in summary.splitlines() if line.startswith("3 "))
     assert affine_row.split()[:3] == ["3", "affine", "4,320"]
     assert f"total params: {30*25 + 30 + 4320*100 + 100 + 100*10 + 10:,} (float32)" in summary
-    assert summary.splitlines()[-1] == "layer 1 (relu) runs inside layer 2 (pool)"
+    assert summary.splitlines()[-2:] == [
+        "layer 1 (relu) runs inside layer 2 (pool)",
+        "layer 4 (relu) runs inside layer 3 (affine)",
+    ]
     out = net.forward(np.zeros((2, 1, 28, 28), np.float32))
     assert out.shape == (2, 10) and out.dtype == np.float32
 
@@ -150,8 +153,36 @@ def test_a_max_pool_absorbs_the_relu_before_it_bit_for_bit(pool, input_shape):
             plain.params[name] -= 0.1 * grad
 
 
+@pytest.mark.parametrize("input_shape", [(12,), (2, 5, 5)])
+def test_an_affine_layer_absorbs_the_relu_after_it_bit_for_bit(input_shape):
+    layers = [Affine(units=7), ReLU(), Affine(units=5), ReLU(), Affine(units=3)]
+    fused, plain = fused_and_plain(layers, input_shape)
+    assert (fused.absorbed_by, plain.absorbed) == ({1: 0, 3: 2}, [])
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        x = rng.standard_normal((6, *input_shape)).astype(np.float32)
+        x[0] = 0  # exact zeros: the mask and the product must agree on them
+        out_fused, out_plain = fused.forward(x, True), plain.forward(x, True)
+        dout = rng.standard_normal(out_fused.shape).astype(np.float32)
+        dx_fused, dx_plain = fused.backward(dout), plain.backward(dout)
+        assert np.array_equal(out_fused, out_plain) and np.array_equal(dx_fused, dx_plain)
+        assert np.array_equal(np.signbit(out_fused), np.signbit(out_plain))
+        for name, grad in plain.grads.items():
+            assert np.array_equal(fused.grads[name], grad), name
+            fused.params[name] -= 0.1 * fused.grads[name]
+            plain.params[name] -= 0.1 * grad
+    assert np.array_equal(fused.forward(x), plain.forward(x))  # inference too
+
+
 class LeakyRelu(ReLU):
     """A subclass may compute something else: it is never absorbed."""
+
+
+class ScaledAffine(Affine):
+    """A subclass that replaces forward: it does not know to apply a ReLU."""
+
+    def forward(self, x, training):
+        return super().forward(x, training) * 2
 
 
 @pytest.mark.parametrize(
@@ -161,6 +192,9 @@ class LeakyRelu(ReLU):
         ([LeakyRelu(), Pool(size=2)], []),
         ([ReLU(), ReLU(), Pool(size=2)], [1]),
         ([ReLU(), Pool(size=2), ReLU(), Pool(size=2)], [0, 2]),
+        ([Affine(units=4), LeakyRelu()], []),
+        ([ScaledAffine(units=4), ReLU()], []),
+        ([Affine(units=4), ReLU(), ReLU()], [1]),
     ],
 )
 def test_only_what_can_be_computed_exactly_is_absorbed(layers, absorbed):

@@ -69,8 +69,9 @@ class Network:
         self.grad_blocks = [group.grad for group in groups]
         """Every parameter (gradient) once, in as few flat arrays as the arenas
         allow: what data-parallel slices copy, weigh and add up, one pass each."""
-        self.absorbed: list[int] = _absorb(self.layers) if fuse else []
-        """Indexes of the layers whose work the next layer does (see :func:`_absorb`)."""
+        self.absorbed_by: dict[int, int] = _absorb(self.layers) if fuse else {}
+        """``{absorbed: absorbing}``: the layers whose work a neighbour does (see :func:`_absorb`)."""
+        self.absorbed = sorted(self.absorbed_by)
         self.running = [(index, layer) for index, layer in enumerate(self.layers) if index not in self.absorbed]
         """``(index, layer)`` of the layers forward and backward run, in order."""
         self.input_grad = input_grad
@@ -233,28 +234,38 @@ class Network:
         lines.insert(1, rule)
         lines += [rule, f"total params: {self.num_params:,} ({self.dtype.name})"]
         lines += [
-            f"{self.layer_label(index)} runs inside {self.layer_label(index + 1)}"
+            f"{self.layer_label(index)} runs inside {self.layer_label(self.absorbed_by[index])}"
             for index in self.absorbed
         ]
         return "\n".join(lines)
 
 
-def _absorb(layers: list[Layer]) -> list[int]:
-    """Let each layer take over its predecessor's work where it offers to.
+def _absorb(layers: list[Layer]) -> dict[int, int]:
+    """Let layers take over a parameter-free neighbour's work where they offer
+    to: ``{absorbed index: absorbing index}``.
 
     A layer with ``absorb(previous) -> bool`` may compute ``previous``'s
     function itself, when it can do so more cheaply and exactly (bit for bit
     the same outputs and gradients): a max-pool takes the ReLU before it on
-    its four times smaller output, since max and ReLU commute.  The absorbed
-    layer is then skipped by forward and backward; it has no parameters, so
-    nothing else changes.
+    its four times smaller output, since max and ReLU commute.  Then a layer
+    with ``absorb_next(following) -> bool`` may take over the layer after it
+    (one no ``absorb`` took): an affine layer applies the ReLU after it in
+    its own output buffer.  The absorbed layer is skipped by forward and
+    backward; it has no parameters, so nothing else changes.
     """
-    absorbed: list[int] = []
+    absorbed: dict[int, int] = {}
     for index in range(1, len(layers)):
         previous = layers[index - 1]
         absorb = getattr(layers[index], "absorb", None)
         if absorb is not None and not previous.params and absorb(previous):
-            absorbed.append(index - 1)
+            absorbed[index - 1] = index
+    for index in range(len(layers) - 1):
+        following = layers[index + 1]
+        if index in absorbed or index + 1 in absorbed or following.params:
+            continue
+        absorb_next = getattr(layers[index], "absorb_next", None)
+        if absorb_next is not None and absorb_next(following):
+            absorbed[index + 1] = index
     return absorbed
 
 

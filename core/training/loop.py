@@ -233,7 +233,8 @@ def _train_epoch(
                     optimizer.lr = schedule(base_lr, state.epoch * count + batch, count, state.epochs)
                 except Exception as exc:
                     raise blame(exc, lambda: parts.network.registry.describe("schedules", schedule), "__call__")
-            loss, hits = step(xb, y[index], labels[index])
+            yb = y[index]
+            loss, hits = step(xb, yb, yb if labels is y else labels[index])
             if not math.isfinite(loss):
                 raise TrainingError(
                     f"the loss became {loss} at epoch {state.epoch + 1}, batch {batch + 1} of {count};"
