@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import laminae
+from benchmarks import laminae_models
 from benchmarks.gemm_peak import _numpy_forms, step_flops, step_gemms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,3 +159,35 @@ def first_losses():
 def test_the_jax_twin_computes_laminaes_first_loss(first_losses, name):
     laminae_loss, jax_loss = first_losses[name]
     assert jax_loss == pytest.approx(laminae_loss, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["dnn", "sigmoid_net"])
+def test_the_fused_numpy_twin_takes_laminaes_first_step(name):
+    """The floor is only a floor if it does the same work: its first SGD step
+    must leave Laminae's weights (``floor.check`` raises otherwise)."""
+    from benchmarks.fused_numpy import FusedMLP, first_step_difference
+
+    spec = laminae_models.load_specs()[name]
+    batch = spec["train"]["batch_size"]
+    rng = np.random.default_rng(0)
+    x, y = rng.random((batch, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, batch)
+    assert first_step_difference(spec, x, y, batch) < 1e-5
+    twin = FusedMLP(laminae.build(spec).network, spec["loss"]["type"], spec["optimizer"]["lr"], batch)
+    start = twin.params.copy()
+    twin.step(x, y)
+    assert np.abs(twin.params - start).max() > 1e-4  # the check compares weights that did move
+
+
+def test_the_floor_command_prints_laminae_beside_the_fused_twin():
+    out = bench("benchmarks/floor.py", "--networks", "sigmoid_net", "--samples", "40", "--rounds", "1",
+                "--no-jax", "--threads", "1")
+    row = table_row(out, "sigmoid_net")
+    assert float(row["Laminae"].replace(",", "")) > 0 and row["JAX"] == "-"
+
+
+def test_the_overhead_command_compares_a_commit_with_the_tree():
+    out = bench("benchmarks/overhead.py", "--baseline", "HEAD", "--networks", "sigmoid_net:10",
+                "--samples", "40", "--rounds", "1")
+    header, row = (line.split() for line in out.splitlines() if line.startswith(("network", "sigmoid_net")))
+    assert header == ["network", "batch", "HEAD", "current", "ratio"]
+    assert row[:2] == ["sigmoid_net", "10"] and float(row[2]) > 0 and float(row[3]) > 0
