@@ -91,7 +91,7 @@ def run_worker(site: Path | None, models: Path, name: str, batch: int, args) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", help="a git revision to compare against (default: none)")
-    parser.add_argument("--networks", default="dnn:1,sigmoid_net:1,dnn:32,sigmoid_net:10",
+    parser.add_argument("--networks", default="dnn:1,sigmoid_net:1,two_layer:1,dnn:32,sigmoid_net:10,two_layer:100",
                         help="comma-separated NAME:BATCH (default: %(default)s)")
     parser.add_argument("--samples", type=int, default=3200, help="samples per timed fit (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the best is kept (default 5)")

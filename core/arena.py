@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
+from math import prod
 
 import attrs
 import numpy as np
@@ -36,17 +37,24 @@ def movable(arrays: Mapping[str, np.ndarray], name: str, dtype: np.dtype) -> boo
     return isinstance(array, np.ndarray) and array.dtype == dtype and array.flags.owndata and array.flags.c_contiguous
 
 
+def arena_views(shapes: Sequence[tuple[int, ...]], dtype: np.dtype) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A flat buffer for arrays of ``shapes`` end to end (uninitialised: its
+    pages are taken as they are written), and a view of it shaped like each."""
+    sizes = [prod(shape) for shape in shapes]
+    flat = np.empty(sum(sizes), dtype)
+    views, start = [], 0
+    for shape, size in zip(shapes, sizes):
+        views.append(flat[start : start + size].reshape(shape))
+        start += size
+    return flat, views
+
+
 def pack(arrays: Sequence[np.ndarray], dtype: np.dtype) -> tuple[np.ndarray, list[np.ndarray]]:
     """A flat buffer holding copies of ``arrays`` end to end, and a view of it
     shaped like each one."""
-    sizes = [array.size for array in arrays]
-    flat = np.empty(sum(sizes), dtype)
-    views, start = [], 0
-    for array, size in zip(arrays, sizes):
-        view = flat[start : start + size].reshape(array.shape)
+    flat, views = arena_views([array.shape for array in arrays], dtype)
+    for view, array in zip(views, arrays):
         view[...] = array
-        views.append(view)
-        start += size
     return flat, views
 
 

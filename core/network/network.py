@@ -8,7 +8,7 @@ from math import prod
 import attrs
 import numpy as np
 
-from laminae.arena import flat_groups, movable, pack
+from laminae.arena import arena_views, flat_groups, movable
 from laminae.errors import LaminaeError, PluginError, location, one_line
 from laminae.protocols import BuildContext, Layer, Shape
 from laminae.registry import Registry, make_registry
@@ -83,7 +83,9 @@ class Network:
         """Lay the layers' parameters end to end in one buffer, and their
         gradients in another (see :mod:`laminae.arena`), leaving views in the
         layers' dicts; arrays that cannot move (another dtype, or a layer
-        holding a reference of its own) stay where they are."""
+        holding a reference of its own) stay where they are.  Each array is
+        let go as soon as it is copied, so the move needs one array's
+        memory on top of the network's, not the network's twice."""
         moving = [
             (layer, name)
             for layer in self.layers
@@ -95,9 +97,12 @@ class Network:
         ]
         if not moving:
             return None, None
-        param_arena, params = pack([layer.params[name] for layer, name in moving], self.dtype)
-        grad_arena, grads = pack([layer.grads[name] for layer, name in moving], self.dtype)
+        shapes = [layer.params[name].shape for layer, name in moving]
+        param_arena, params = arena_views(shapes, self.dtype)
+        grad_arena, grads = arena_views(shapes, self.dtype)
         for (layer, name), param, grad in zip(moving, params, grads):
+            param[...] = layer.params[name]
+            grad[...] = layer.grads[name]
             layer.params[name], layer.grads[name] = param, grad
         return param_arena, grad_arena
 
