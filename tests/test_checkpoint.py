@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -235,3 +237,16 @@ def test_a_malformed_plugins_entry_does_not_hide_the_real_error(registry, traine
     rewrite(path, change)
     with pytest.raises(laminae.CheckpointError, match="unknown layer type 'swish'"):
         laminae.load(path, registry=registry)
+
+
+def test_written_files_get_the_usual_permissions_not_the_temporary_files(tmp_path):
+    """mkstemp makes owner-only files; a checkpoint or an exported model must be
+    readable as any new file is (0o666 less the umask)."""
+    from laminae.persistence.atomic import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "out.bin", lambda file: file.write(b"x"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.bin").stat().st_mode) == 0o644
