@@ -8,9 +8,12 @@ Import this module before numpy, PyTorch or JAX: it fixes the cores first.
   JAX obeys (XLA sizes its pool from the CPUs it may use; its flags did not
   limit this version).  numpy's BLAS is told T through its environment
   variables, PyTorch through ``torch.set_num_threads(T)``.
-- **Turns, best kept.**  The frameworks take turns within each round, so a
-  slow spell on a shared machine hits all of them; the best round of each is
-  kept, because noise only ever makes a run slower.
+- **Turns, best kept.**  The frameworks take turns within each round, and
+  run.py's rounds go through every network before the next round starts,
+  so a slow spell on a shared machine (minutes long, on this virtual
+  machine) hits all frameworks alike and costs each network a round rather
+  than all of its rounds; the best round of each is kept, because noise only
+  ever makes a run slower.
 - **The same allocator settings**: glibc's malloc keeps large buffers in its
   heap instead of mapping fresh pages for each one and returning them at
   ``free``.  A framework that allocates its temporaries at every step (JAX,
@@ -67,11 +70,20 @@ def cpus() -> int:
 
 def best_seconds(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
     """Each run's best time over ``rounds`` rounds, the runs taking turns within each round."""
-    best = dict.fromkeys(runs, float("inf"))
+    return best_seconds_by_group({None: runs}, rounds)[None]
+
+
+def best_seconds_by_group(groups: dict, rounds: int) -> dict:
+    """``{group: {run: best seconds}}`` for ``{group: {run: callable}}``: every
+    round times each group's runs in turn, group after group, so that a slow
+    spell of the machine (minutes, on a shared virtual machine) costs each
+    group a round or two rather than all the rounds of one group."""
+    best = {group: dict.fromkeys(runs, float("inf")) for group, runs in groups.items()}
     for _ in range(rounds):
-        for name, run in runs.items():
-            time.sleep(SETTLE_SECONDS)
-            start = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - start)
+        for group, runs in groups.items():
+            for name, run in runs.items():
+                time.sleep(SETTLE_SECONDS)
+                start = time.perf_counter()
+                run()
+                best[group][name] = min(best[group][name], time.perf_counter() - start)
     return best

@@ -105,9 +105,13 @@ class Contenders:
         if max(losses.values()) - min(losses.values()) > 1e-3 * max(1.0, abs(losses["laminae"])):
             print(f"WARNING {name}: the twins disagree on the initial loss {losses}")
 
-    def best_seconds(self, rounds: int) -> dict[str, float]:
-        for run in self.runs.values():  # warm-up, a whole run: PyTorch takes a while to settle, JAX compiles
+    def warm_up(self) -> None:
+        """One whole run of each, untimed: PyTorch takes a while to settle, JAX compiles."""
+        for run in self.runs.values():
             run()
+
+    def best_seconds(self, rounds: int) -> dict[str, float]:
+        self.warm_up()
         return fairness.best_seconds(self.runs, rounds)
 
 
@@ -224,23 +228,30 @@ def main(argv: list[str] | None = None) -> int:
     per_run = f"{args.batches} batches" if args.batches else f"{args.samples} samples"
     print(f"best of {args.rounds} alternating rounds of {per_run} each\n")
 
-    rows, floors = [], []
+    contenders, batches = {}, {}
     for name in args.networks.split(","):
         spec = specs[name]
         batch = spec["train"]["batch_size"]
-        batches = min(args.batches or -(-args.samples // batch), len(x) // batch)
-        contenders = Contenders(spec, x[: batches * batch], y[: batches * batch], batch, jax_twin, torch_twin)
-        contenders.check_losses(name)
-        seconds = contenders.best_seconds(args.rounds)
-        rate = {k: batches * batch / s for k, s in seconds.items()}
+        batches[name] = min(args.batches or -(-args.samples // batch), len(x) // batch)
+        count = batches[name] * batch
+        contenders[name] = Contenders(spec, x[:count], y[:count], batch, jax_twin, torch_twin)
+        contenders[name].check_losses(name)
+        contenders[name].warm_up()
+    seconds_by_network = fairness.best_seconds_by_group(
+        {name: each.runs for name, each in contenders.items()}, args.rounds
+    )
+    rows, floors = [], []
+    for name, each in contenders.items():
+        batch, network, seconds = each.batch, each.model.network, seconds_by_network[name]
+        rate = {k: batches[name] * batch / s for k, s in seconds.items()}
         flops = None
-        if "conv" in contenders.model.network.names:
-            flops = gemm_peak.step_flops(contenders.model.network, batch) * batches / seconds["laminae"]
+        if "conv" in network.names:
+            flops = gemm_peak.step_flops(network, batch) * batches[name] / seconds["laminae"]
         rows.append((name, batch, rate, flops))
-        alone = gemm_floors(contenders.model.network, batch, args.threads, with_torch)
-        floors.append((name, batch, rate, alone, gemm_peak.step_flops(contenders.model.network, batch)))
+        alone = gemm_floors(network, batch, args.threads, with_torch)
+        floors.append((name, batch, rate, alone, gemm_peak.step_flops(network, batch)))
         if args.profile:
-            print(f"--- profile: Laminae {name}, {batches} batches ---\n{profile_laminae(contenders)}")
+            print(f"--- profile: Laminae {name}, {batches[name]} batches ---\n{profile_laminae(each)}")
         print(f"({name} done)", file=sys.stderr)
 
     peak_after = gemm_peak.gemm_peak()
