@@ -33,7 +33,11 @@ class Layer(Protocol):
 
     ``backward`` writes into the arrays of ``grads`` in place, every element
     of them: the network and the optimizer hold those very arrays, and a new
-    array bound under a name is never seen.
+    array bound under a name is never seen.  After ``build`` the network
+    may move both dicts' arrays into its flat arenas (:mod:`laminae.arena`),
+    leaving views under the same names: read them through the dicts at
+    every call.  Arrays the layer keeps a reference of its own to are left
+    where they are.
 
     A layer that keeps state which is not a parameter but decides later
     numbers (a dropout's random generator, a batch norm's running averages)
