@@ -5,9 +5,10 @@ a 784 x 256 weight matrix.  An optimizer that updates them one by one makes
 a numpy call per array and step; with them laid end to end in one buffer, it
 makes one call over all of them, and data-parallel slices add up their
 gradients in one pass.  A :class:`~laminae.Network` lays out its parameters
-and gradients this way when it is built (:func:`pack`), leaving each layer's
-``params`` and ``grads`` entries as views into the arenas, so layers read
-and write them as before.  :func:`flat_groups` is how an optimizer finds
+and gradients this way when it is built (:func:`arena_views`, each array
+copied in and let go in turn), leaving each layer's ``params`` and
+``grads`` entries as views into the arenas, so layers read and write them
+as before.  :func:`flat_groups` is how an optimizer finds
 the arenas again from the ``params`` and ``grads`` dicts it is given: it
 needs no arena of its own, and arrays outside any arena still work.
 """
