@@ -17,6 +17,12 @@ from laminae.buffers import Recycler, scratch
 from laminae.hookspecs import hookimpl
 
 
+def row_indexes(kept: np.ndarray, n: int) -> np.ndarray:
+    """``arange(n)``, the row of each integer target: ``kept`` when it already
+    is one, as it is for every batch of one size."""
+    return kept if len(kept) == n else np.arange(n)
+
+
 @attrs.define(eq=False)
 class SoftmaxCrossEntropy:
     """Softmax and cross-entropy in one step: the gradient is just
@@ -36,7 +42,8 @@ class SoftmaxCrossEntropy:
         probs = self._probs = scratch(self._probs, output.shape, output.dtype)
         np.subtract(output, output.max(axis=1, keepdims=True), out=probs)  # shifted logits
         if target.ndim == 1:
-            picked = probs[self.rows(n), target]
+            self._rows = row_indexes(self._rows, n)
+            picked = probs[self._rows, target]
         else:
             picked = np.einsum("ij,ij->i", target, probs)  # the sum over classes of y * shifted
         np.exp(probs, out=probs)
@@ -55,17 +62,11 @@ class SoftmaxCrossEntropy:
         grad = self._grads.empty(self._probs.shape, self._probs.dtype)
         np.copyto(grad, self._probs)
         if self._target.ndim == 1:
-            grad[self.rows(n), self._target] -= 1
+            grad[self._rows, self._target] -= 1
         else:
             grad -= self._target
         grad /= n
         return grad
-
-    def rows(self, n: int) -> np.ndarray:
-        """``arange(n)``, kept between batches of one size: the row of each target."""
-        if len(self._rows) != n:
-            self._rows = np.arange(n)
-        return self._rows
 
 
 @attrs.define(eq=False)
@@ -80,8 +81,7 @@ class Quadratic:
         diff = self._diff = scratch(self._diff, output.shape, output.dtype)
         if target.ndim == 1:  # output - one-hot rows, without building them
             np.copyto(diff, output)
-            if len(self._rows) != len(target):
-                self._rows = np.arange(len(target))
+            self._rows = row_indexes(self._rows, len(target))
             diff[self._rows, target] -= 1
         else:
             np.subtract(output, target, out=diff)
