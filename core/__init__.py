@@ -4,7 +4,9 @@ The package is built in floors; each imports only the floors below it
 (import-linter contracts in pyproject.toml say so, and a test runs them):
 
 - the plugin API, at the top of the package: ``errors``, ``protocols``
-  (with ``BuildContext``), ``hookspecs``, ``registry``, ``fields``,
+  (with ``BuildContext``), ``chain`` (layers in order: a network's, a
+  composite layer's), ``contracts`` (what a layer's forward and backward
+  must get right), ``hookspecs``, ``registry``, ``fields``,
   ``validators``, ``testing`` and the plugin-author helpers ``buffers``,
   ``arena``, ``randomness``, ``data``, ``safe_npz``, ``optional`` and
   ``onnx_graph`` (what a plugin's ``onnx`` method adds its nodes to);
@@ -18,6 +20,7 @@ The names below are the public ones; they stay where they are whatever moves.
 """
 from importlib.metadata import version
 
+from laminae.chain import Chain
 from laminae.errors import (
     CheckpointError,
     DataError,
@@ -31,7 +34,7 @@ from laminae.hookspecs import hookimpl
 from laminae.model import Model, build, from_toml, load, load_training
 from laminae.network import ModelParts, Network, TrainConfig
 from laminae.onnx_graph import OnnxGraph
-from laminae.protocols import BuildContext, Dataset, Initializer, Layer, Loss, Optimizer, Schedule, Shape, Transform
+from laminae.protocols import BuildContext, Dataset, Initializer, Layer, Loss, Node, Optimizer, Schedule, Shape, Transform
 from laminae.registry import Registry, make_registry
 from laminae.training import EpochMetrics, FitOptions, TrainingResult, TrainingState
 
@@ -39,6 +42,7 @@ __version__ = version("laminae")
 
 __all__ = [
     "BuildContext",
+    "Chain",
     "CheckpointError",
     "DataError",
     "Dataset",
@@ -51,6 +55,7 @@ __all__ = [
     "Model",
     "ModelParts",
     "Network",
+    "Node",
     "OnnxGraph",
     "Optimizer",
     "PluginError",

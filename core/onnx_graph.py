@@ -48,6 +48,9 @@ class OnnxGraph:
     initializers: dict[str, np.ndarray] = attrs.field(factory=dict)
     prefix: str = ""
     """Put in front of every name; the exporter sets it to ``"<index>."`` for each layer."""
+    outputs: dict[str, str] = attrs.field(factory=dict, repr=False)
+    """The tensor each layer's nodes ended in, by the layer's path (``"3.1"``):
+    the exporter holds each to the shape the network gives that layer."""
     tensors: set[str] = attrs.field(factory=set, repr=False)
     """Every tensor name taken: the graph's input, the constants and the nodes' outputs."""
 

@@ -7,6 +7,7 @@ hyperparameters of a layer, loss, optimizer, initializer or data set are its
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from math import prod
 from typing import Any, Protocol, runtime_checkable
@@ -14,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 import numpy as np
 
-from laminae.errors import PluginError, SpecError
+from laminae.errors import LaminaeError, PluginError, SpecError
 from laminae.memory import available_bytes
 
 Shape = tuple[int, ...]
@@ -69,6 +70,17 @@ class Layer(Protocol):
     ``absorb`` wins over an ``absorb_next`` for the same layer.  Building
     binds a layer object to its network (its place in it, what it
     absorbed): a layer object serves the network that built it last.
+
+    A layer may contain layers (a residual block, branches, a block used
+    many times): its ``build`` builds each with ``ctx.build(spec,
+    input_shape, name)`` (a registered type as a table, or a layer object),
+    which places it in the network's tree under this layer (``"3.1"`` for
+    child ``"1"`` of layer 3), and :class:`laminae.Chain` runs a list of
+    them in order.  Such a layer calls its children's ``forward``,
+    ``backward`` and ``onnx`` itself and keeps only its own parameters and
+    state in its own dicts: the network finds every layer of the tree,
+    gathers their parameters under dotted names (``"3.1.W"``), moves them
+    into its arenas and saves their state.
 
     A layer that can be exported to ONNX (``laminae export``) has
     ``onnx(graph, x) -> str``: ``x`` names its input tensor (the batch axis,
@@ -195,6 +207,44 @@ class Schedule(Protocol):
     def __call__(self, lr: float, step: int, steps_per_epoch: int, epochs: int) -> float: ...
 
 
+def shape_returned(declared: object, label: str) -> Shape:
+    """What a layer's ``build`` returned, as a shape: a tuple (or list) of
+    positive ints, else a one-line PluginError naming the layer (``label``)."""
+    if isinstance(declared, (tuple, list)) and declared and all(
+        isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in declared
+    ):
+        return tuple(int(n) for n in declared)
+    raise PluginError(
+        f"{label}: build must return one sample's output shape, a tuple of positive integers, but returned {declared!r}"
+    )
+
+
+@attrs.define(eq=False)
+class Node:
+    """One layer at its place in a network's tree, as :meth:`BuildContext.build` made it."""
+
+    path: str
+    """Where it sits: ``"3"`` for a network's layer 3, ``"3.1.0"`` for child ``"0"``
+    of child ``"1"`` of layer 3.  Its parameters are saved as ``"<path>.<name>"``."""
+    layer: Any
+    type: str
+    """The registered name it was made from (``"conv"``), or its class's name."""
+    input_shape: Shape
+    output_shape: Shape = ()
+    plugin: str | None = None
+    """The plugin that registered its type, for messages."""
+
+    def label(self, *, plugin: bool = False) -> str:
+        """``"layer 3.1.0 (conv)"``, as every message about one layer begins; with
+        ``plugin``, ``"layer 3.1.0 (conv, from plugin 'laminae.plugins.conv')"``."""
+        if plugin and self.plugin:
+            return f"layer {self.path} ({self.type}, from plugin {self.plugin!r})"
+        return f"layer {self.path} ({self.type})"
+
+    depth: int = 0
+    """How many layers contain it: 0 for a network's own layers."""
+
+
 @attrs.define(eq=False)
 class BuildContext:
     """Handed to ``Layer.build``: the random stream, the float type, and the
@@ -219,6 +269,54 @@ class BuildContext:
     the memory available before it is drawn, so a spec asking for more is
     refused in one line instead of swapping or being killed."""
 
+    path: str = ""
+    """The place of the layer being built (``"3"``, ``"3.1"``); ``""`` for a network itself."""
+    nodes: list[Node] = attrs.field(factory=list, repr=False)
+    """Every layer built so far, parents before their children: the network's
+    tree, shared by every layer's context as ``reserved`` is."""
+
+    def build(self, layer: Any, input_shape: Shape, name: str | int, *, input_grad: bool = True) -> Node:
+        """Make and build one layer as a child of the layer being built, and
+        return its :class:`Node` (``node.layer``, ``node.output_shape``).
+
+        ``layer`` is a registered type (``"relu"``, ``{"type": "conv",
+        "filters": 8, "size": 3}``) or a layer object.  ``name`` is its place
+        among its parent's children (its index in a list, say): the node's
+        path is the parent's path, a dot, and ``name``.  A mistake in it or
+        anywhere below it is one line naming the innermost layer:
+        ``layer 3.1.0 (conv): ...``.  ``input_grad`` says whether the parent
+        needs the gradient of the child's input (true but for a network's
+        first layer)."""
+        path = f"{self.path}.{name}" if self.path else str(name)
+        depth = next((node.depth + 1 for node in reversed(self.nodes) if node.path == self.path), 0)
+        if isinstance(layer, (str, Mapping)):
+            table = {"type": layer} if isinstance(layer, str) else layer
+            kind = table.get("type")
+            node = Node(path, None, kind if isinstance(kind, str) else "?", tuple(input_shape), depth=depth)
+            node.plugin = self._owner(node.type)
+            with _in_layer(node):
+                node.layer = self._registry("layer").create("layers", table)
+        else:
+            node = Node(path, layer, _type_name(layer, self.registry), tuple(input_shape), depth=depth)
+            node.plugin = self._owner(node.type)
+        self.nodes.append(node)
+        with _in_layer(node):
+            declared = node.layer.build(tuple(input_shape), attrs.evolve(self, path=path, input_grad=input_grad))
+        node.output_shape = shape_returned(declared, node.label(plugin=True))
+        return node
+
+    def _registry(self, what: str) -> Creates:
+        if self.registry is None:
+            raise PluginError(
+                f"{what} types are named, but this BuildContext has no registry to look them up"
+                " (pass registry=laminae.make_registry())"
+            )
+        return self.registry
+
+    def _owner(self, name: str) -> str | None:
+        owners = getattr(self.registry, "owners", None)
+        return owners.get(("layers", name)) if isinstance(owners, Mapping) else None
+
     def initialize(self, init: Any, shape: Shape, fan_in: int, fan_out: int) -> np.ndarray:
         """Draw a parameter array of ``shape`` with the initializer ``init``.
 
@@ -234,11 +332,59 @@ class BuildContext:
                 f" more than the {available:,} bytes of memory available"
             )
         if isinstance(init, (str, Mapping)):
-            if self.registry is None:
-                raise PluginError(
-                    f"initializer {init!r} is named, but this BuildContext has no registry to look it up"
-                    " (pass registry=laminae.make_registry())"
-                )
-            init = self.registry.create("initializers", init)
+            init = self._registry(f"initializer {init!r} is named, but").create("initializers", init)
         values = init(tuple(shape), fan_in, fan_out, self.rng, self.dtype)
         return np.ascontiguousarray(values, dtype=self.dtype)
+
+
+class _in_layer:  # noqa: N801 - used as a statement, like contextlib's
+    """``with _in_layer(node):`` puts ``"layer 3.1.0 (conv)"`` in front of a
+    Laminae error raised in the block, and a note saying so on any other
+    exception, unless a layer inside it (a child's build) already did: the
+    innermost layer is the one named."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, _tb: object) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        if isinstance(exc, LaminaeError):
+            if getattr(exc, "layer_path", None) is not None:
+                return False
+            located = exc.located(self.node.label())
+            located.layer_path = self.node.path
+            raise located from exc
+        if getattr(exc, "layer_path", None) is not None:
+            return False
+        if too_big(exc):  # the spec's sizes, not the plugin: the assembly says so in one line
+            if not any(note.startswith("(raised in layer ") for note in getattr(exc, "__notes__", ())):
+                exc.add_note(f"(raised in {self.node.label()})")
+            return False
+        error = PluginError.raised_in(self.node.label(plugin=True), "build", exc)
+        error.layer_path = self.node.path
+        raise error from exc
+
+
+NUMPY_TOO_BIG = ("array is too big", "Maximum allowed dimension exceeded")
+"""How numpy says an array is beyond any memory, when it does not say MemoryError."""
+
+
+def too_big(exc: BaseException) -> bool:
+    """An allocation that a spec's sizes made impossible: the spec's fault, not the layer's."""
+    return isinstance(exc, MemoryError) or (isinstance(exc, ValueError) and str(exc).startswith(NUMPY_TOO_BIG))
+
+
+def _type_name(layer: Any, registry: Any) -> str:
+    """The name ``layer``'s class is registered under, else its class name in lower case."""
+    classes = getattr(registry, "classes", None)
+    if isinstance(classes, Mapping):
+        for name, cls in classes.get("layers", {}).items():
+            if cls is type(layer):
+                return name
+    return type(layer).__name__.lower()

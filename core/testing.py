@@ -17,6 +17,7 @@ plugin provides, each under its own test id.
 """
 from __future__ import annotations
 
+import copy
 import io
 import os
 import tempfile
@@ -30,7 +31,8 @@ import numpy as np
 
 from laminae.data import DatasetSplits
 from laminae.errors import DataError, did_you_mean, one_line
-from laminae.protocols import BuildContext, Dataset, Initializer, Layer, Loss, Optimizer, Schedule, Transform
+from laminae.protocols import BuildContext, Dataset, Initializer, Layer, Loss, Node, Optimizer, Schedule, Transform
+from laminae.contracts import gradient_problem, output_problem, poison_gradients
 from laminae.registry import ENTRY_POINT_GROUP
 
 
@@ -78,55 +80,69 @@ def _compare(subject: str, check: str, analytic: np.ndarray, numeric: np.ndarray
 def _build(
     layer: Any, input_shape: tuple[int, ...], dtype: Any, seed: int, registry: Any, input_grad: bool = True
 ) -> tuple[Any, tuple]:
-    fresh = attrs.evolve(layer)
+    """A fresh copy of ``layer`` built for ``input_shape``; a layer that
+    contains layers comes back as a :class:`_Subtree`, so that every check
+    covers its inner layers' parameters and state too."""
+    fresh = copy.deepcopy(layer)
     ctx = BuildContext(rng=np.random.default_rng(seed), dtype=dtype, registry=registry, input_grad=input_grad)
-    return fresh, tuple(fresh.build(tuple(input_shape), ctx))
+    shape = tuple(fresh.build(tuple(input_shape), ctx))
+    if not ctx.nodes:
+        return fresh, shape
+    nodes = [Node("", fresh, type(fresh).__name__, tuple(input_shape), shape), *ctx.nodes]
+    stateful = any(hasattr(node.layer, "state_dict") for node in nodes)
+    return (_StatefulSubtree if stateful else _Subtree)(nodes), shape
 
 
-def poison_gradients(layer: Any) -> dict[str, np.ndarray]:
-    """Fill the layer's gradient arrays with NaN and return them, so that after a
-    backward :func:`gradient_problem` sees any the layer replaced or left unwritten."""
-    for grad in layer.grads.values():
-        grad.fill(np.nan)
-    return dict(layer.grads)
+class _Subtree:
+    """A layer that contains layers, with them, seen by the checks as one layer:
+    ``params`` and ``grads`` hold every layer's arrays under ``"<path>.<name>"``,
+    as a network names them (the outer layer's own under their bare names)."""
+
+    def __init__(self, nodes: list[Node]) -> None:
+        self.nodes = nodes
+        self.layer = nodes[0].layer
+
+    def _gathered(self, what: str) -> dict[str, np.ndarray]:
+        return {
+            f"{node.path}.{name}" if node.path else name: array
+            for node in self.nodes
+            for name, array in getattr(node.layer, what).items()
+        }
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        return self._gathered("params")
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:
+        return self._gathered("grads")
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        return self.layer.forward(x, training)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
+        return self.layer.backward(dout)
 
 
-def gradient_problem(layer: Any, poisoned: Mapping[str, np.ndarray]) -> str | None:
-    """What is wrong with the gradients a backward left in ``layer.grads``, or None.
+class _StatefulSubtree(_Subtree):
+    """A :class:`_Subtree` some of whose layers keep state: all of it as one dict."""
 
-    ``backward`` must write every element of each array in ``grads`` in place:
-    the network, the optimizer and the data-parallel workers hold those very
-    arrays, so a new array bound under the name is never seen, and an element
-    left alone keeps a stale value.
-    """
-    for name, array in poisoned.items():
-        grad = layer.grads.get(name)
-        if grad is not array:
-            return (
-                f"backward replaced grads[{name!r}] with a new array instead of writing into it"
-                f" (grads[{name!r}][...] = ...): the optimizer would never see it"
-            )
-        param = layer.params[name]
-        if grad.shape != param.shape or grad.dtype != param.dtype:
-            return f"grads[{name!r}] is {grad.dtype} {grad.shape}, but its parameter is {param.dtype} {param.shape}"
-        unwritten = np.isnan(grad)
-        if unwritten.all():
-            return f"backward never wrote grads[{name!r}] (write every element, in place)"
-        if unwritten.any() or not np.isfinite(grad).all():
-            return f"backward left grads[{name!r}] partly unwritten or not finite"
-    return None
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {
+            f"{node.path}.{key}" if node.path else key: value
+            for node in self.nodes
+            if hasattr(node.layer, "state_dict")
+            for key, value in node.layer.state_dict().items()
+        }
 
-
-def output_problem(out: Any, batch: int, declared: tuple[int, ...], dtype: np.dtype, what: str) -> str | None:
-    """What is wrong with ``what`` (``"forward"``'s output or ``"backward"``'s input
-    gradient) for a batch of ``batch`` samples of shape ``declared``, or None."""
-    if not isinstance(out, np.ndarray):
-        return f"{what} returned {type(out).__name__}, not a numpy array"
-    if out.shape[:1] != (batch,) or tuple(out.shape[1:]) != tuple(declared):
-        return f"{what} returned shape {tuple(out.shape)} for {batch} samples of shape {tuple(declared)}"
-    if out.dtype != dtype:
-        return f"{what} returned {out.dtype} in a {np.dtype(dtype).name} network"
-    return None
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        for node in self.nodes:
+            if hasattr(node.layer, "load_state_dict"):
+                prefix = f"{node.path}." if node.path else ""
+                own = {key.removeprefix(prefix): value for key, value in state.items() if key.startswith(prefix)}
+                if not node.path:
+                    own = {key: value for key, value in own.items() if "." not in key}
+                node.layer.load_state_dict({key: value for key, value in own.items() if "." not in key})
 
 
 @attrs.frozen
@@ -204,7 +220,7 @@ def check_layer(
     for pname in first.params:
         if not np.array_equal(first.params[pname], second.params[pname]):
             _fail(subject, "same seed, same parameters", f"two builds with seed {seed} differ in {pname!r}")
-    if hasattr(layer, "state_dict"):
+    if hasattr(first, "state_dict"):
         _check_layer_state(subject, first, second, x)
 
 

@@ -152,3 +152,25 @@ def from_annotation(annotation: Any) -> Callable[[Any, attrs.Attribute, Any], No
         inner = from_annotation(next(arg for arg in args if arg is not type(None)))
         return None if inner is None else optional(inner)
     return None
+
+
+def layer_list(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """A list of layers, each a table with ``type`` (``{type = "conv", ...}``),
+    a bare type name or a layer object: what a composite layer contains.
+    The tables themselves are checked when the composite builds them, where
+    a mistake can be named by its place (``layer 3.1 (conv)``)."""
+    if not isinstance(value, list):
+        raise TypeError(f"'{attribute.name}' must be a list of layers, got {_shown(value)}")
+    for index, item in enumerate(value):
+        table = isinstance(item, dict) and isinstance(item.get("type"), str)
+        if not (table or isinstance(item, str) or callable(getattr(item, "forward", None))):
+            raise TypeError(
+                f"'{attribute.name}' item {index} must be a layer table with a 'type' (or a layer object), got {_shown(item)}"
+            )
+
+
+def non_empty_layer_list(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """A :func:`layer_list` with at least one layer."""
+    layer_list(instance, attribute, value)
+    if not value:
+        raise ValueError(f"'{attribute.name}' is empty: give it at least one layer")

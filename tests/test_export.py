@@ -19,6 +19,7 @@ import pytest
 import laminae
 import laminae_extras
 from laminae.cli import main
+from laminae.network.spec import layer_tables
 from laminae.onnx_graph import OPSET
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +27,10 @@ CATALOGUE = ROOT / "models.toml"
 EXTRAS = ROOT / "docs" / "examples" / "laminae-extras" / "models.toml"
 TOLERANCE = 1e-5
 """Largest difference allowed between a probability from onnxruntime and from ``Model.predict_proba``."""
-STANDARD_OPS = {"Gemm", "MatMul", "Add", "Relu", "Sigmoid", "Conv", "MaxPool", "AveragePool", "Flatten", "Softmax", "Identity"}
+STANDARD_OPS = {
+    "Gemm", "MatMul", "Add", "Sum", "Concat", "Relu", "Sigmoid", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool",
+    "BatchNormalization", "Flatten", "Softmax", "Identity",
+}
 
 
 def names(path: Path) -> list[str]:
@@ -86,7 +90,7 @@ def assert_plain_standard_graph(path: Path, model: laminae.Model) -> None:
     assert [(o.domain, o.version) for o in exported.opset_import] == [("", OPSET)]
     ops = [node.op_type for node in exported.graph.node]
     assert set(ops) <= STANDARD_OPS
-    types = [layer["type"] for layer in model.spec["layers"]]
+    types = [layer["type"] for layer in layer_tables(model.spec["layers"])]  # inner layers of blocks too
     assert ops.count("Relu") == types.count("relu")
     assert ops.count("Conv") == types.count("conv")
     (image,) = exported.graph.input

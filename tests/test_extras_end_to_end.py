@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRAS = ROOT / "docs" / "examples" / "laminae-extras"
-EXTRAS_LINE = ("extras 0.1.0 entry point ok: layer:tanh, layer:leaky_relu, layer:dropout, optimizer:adam, initializer:uniform,"
+EXTRAS_LINE = ("extras 0.1.0 entry point ok: layer:tanh, layer:leaky_relu, layer:spatial_dropout, layer:squeeze_excite, optimizer:lion, initializer:uniform,"
                " transform:gaussian_noise, schedule:cosine_restarts")
 ACCURACY = re.compile(r"test accuracy: (\d\.\d{4}) \((\d+)/(\d+)\)")
 
@@ -87,9 +87,10 @@ def test_a_fresh_virtual_environment_installs_and_lists_both(tmp_path):
     assert ACCURACY.fullmatch(trained.stdout.splitlines()[-1]), trained.stdout
 
 
-def test_resuming_a_dropout_network_matches_an_uninterrupted_run(tmp_path):
-    """Dropout draws a mask every step: its generator is layer state, kept in the
-    checkpoint, so a resumed run draws the masks an uninterrupted one drew."""
+def test_resuming_a_spatial_dropout_network_trained_by_lion_matches_an_uninterrupted_run(tmp_path):
+    """Spatial dropout draws a mask every step: its generator is layer state, kept
+    in the checkpoint, so a resumed run draws the masks an uninterrupted one drew;
+    Lion's momentum is optimizer state, kept there too."""
     import numpy as np
 
     import laminae
@@ -99,7 +100,8 @@ def test_resuming_a_dropout_network_matches_an_uninterrupted_run(tmp_path):
 
     registry = make_registry(plugins=[laminae_extras], autoload=False, strict=True)
     spec = tiny_spec()
-    spec["layers"].insert(2, {"type": "dropout", "rate": 0.5})
+    spec["layers"].insert(2, {"type": "spatial_dropout", "rate": 0.5})
+    spec["optimizer"] = {"type": "lion", "lr": 0.01, "weight_decay": 0.1}
     x, y = tiny_data()
     reference = laminae.build(spec, registry=registry)
     reference.fit(x, y, progress=False)
@@ -108,6 +110,7 @@ def test_resuming_a_dropout_network_matches_an_uninterrupted_run(tmp_path):
     assert model.fit(x, y, progress=False, run_dir=tmp_path / "run", registry=registry).interrupted
     with np.load(tmp_path / "run" / "model.npz") as archive:
         assert archive["layer/2.rng"].dtype == np.uint8
+        assert {k for k in archive.files if k.startswith("optim/")} == {f"optim/m/{name}" for name in model.network.params}
 
     model, state = laminae.load_training(tmp_path / "run", registry=registry)
     model.fit(x, y, progress=False, resume=state)
@@ -124,7 +127,7 @@ def test_resuming_a_dropout_network_matches_an_uninterrupted_run(tmp_path):
             arrays = dict(archive)
         damage(arrays)
         np.savez(path, **arrays)
-        with pytest.raises(laminae.CheckpointError, match=f"^{path}: layer 2 \\(dropout\\): {reason}") as caught:
+        with pytest.raises(laminae.CheckpointError, match=f"^{path}: layer 2 \\(spatial_dropout\\): {reason}") as caught:
             laminae.load(path, registry=registry)
         assert "\n" not in caught.value.message
         model.save(path)  # whole again for the next damage

@@ -122,7 +122,7 @@ class Scale:
 
 @laminae.hookimpl
 def register_layers(register):
-    register("repeat", Repeat)
+    register("tile", Repeat)
     register("buggy", Buggy)
     register("scale", Scale)
 
@@ -200,19 +200,19 @@ def one_line_error(capsys, *argv) -> str:
     ],
 )
 def test_an_annotated_field_without_a_validator_takes_only_its_type(capsys, tmp_path, plugins_dir, value, reason):
-    path = model_file(tmp_path, f'{{ type = "repeat", times = {value} }}')
+    path = model_file(tmp_path, f'{{ type = "tile", times = {value} }}')
     err = one_line_error(capsys, "check", path, "--plugins-dir", plugins_dir)
-    assert err == f"laminae check: error: {path}: model 'm', layer 0 (repeat): {reason}"
+    assert err == f"laminae check: error: {path}: model 'm', layer 0 (tile): {reason}"
 
 
 def test_a_literal_annotation_is_a_list_of_choices(capsys, tmp_path, plugins_dir):
-    path = model_file(tmp_path, '{ type = "repeat", mode = "zip" }')
+    path = model_file(tmp_path, '{ type = "tile", mode = "zip" }')
     err = one_line_error(capsys, "check", path, "--plugins-dir", plugins_dir)
-    assert err.endswith("layer 0 (repeat): 'mode' must be one of 'tile', 'interleave', got 'zip' (str)")
+    assert err.endswith("layer 0 (tile): 'mode' must be one of 'tile', 'interleave', got 'zip' (str)")
 
 
 def test_a_well_typed_annotated_field_builds(capsys, tmp_path, plugins_dir):
-    path = model_file(tmp_path, '{ type = "repeat", times = 3, mode = "interleave" }')
+    path = model_file(tmp_path, '{ type = "tile", times = 3, mode = "interleave" }')
     assert main(["check", path, "--plugins-dir", plugins_dir]) == 0
     assert "(1, 28, 28) -> (10,)" in capsys.readouterr().out  # tried on two samples, both modes
 

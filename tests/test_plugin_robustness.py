@@ -13,10 +13,11 @@ import pytest
 import laminae
 import laminae.registry
 from laminae.cli import main
+from laminae.registry import BUILTIN_PLUGINS
 from tests.fixtures import outside_plugin
 from tests.test_registry import plugin
 
-BUILTIN_COUNT = 11
+BUILTIN_COUNT = len(BUILTIN_PLUGINS)
 
 
 @attrs.define

@@ -38,7 +38,7 @@ def status(registry, name):
 def test_builtins_register_through_the_hooks(registry):
     assert {"affine", "relu", "sigmoid", "conv", "pool", "flatten"} <= set(registry.names("layers"))
     assert registry.names("losses") == ["quadratic", "softmax_cross_entropy"]
-    assert registry.names("optimizers") == ["sgd"]
+    assert registry.names("optimizers") == ["adam", "adamw", "sgd"]
     assert registry.names("initializers") == ["he", "normal", "xavier", "zeros"]
     assert registry.owner("layers", "affine") == "laminae.plugins.affine"
     assert all(p.status == "ok" and p.source == "built-in" for p in registry.plugins)
@@ -53,7 +53,7 @@ def test_each_registry_is_independent():
 
 
 def test_unknown_type_suggests_and_lists(registry):
-    with pytest.raises(laminae.PluginError, match=r"unknown layer type 'afine'; did you mean 'affine'\? \(installed: affine, conv, flatten, pool, relu, sigmoid\)"):
+    with pytest.raises(laminae.PluginError, match=r"unknown layer type 'afine'; did you mean 'affine'\? \(installed: affine, batchnorm, branches, conv, dropout, flatten, global_avg_pool, pool, relu, repeat, residual, sequential, sigmoid\)"):
         registry.get("layers", "afine")
 
 

@@ -12,6 +12,7 @@ import laminae
 import laminae_extras
 from laminae.data import DatasetSplits, Split
 from laminae.errors import DataError
+from laminae.plugins.dropout import Dropout
 from laminae.plugins.initializers import He
 from laminae.plugins.sgd import SGD
 from laminae.testing import (
@@ -190,7 +191,7 @@ def test_uncovered_refuses_a_plugin_that_did_not_load():
     )
 
 
-EXTRAS = ["initializers:uniform", "layers:dropout", "layers:leaky_relu", "layers:tanh", "optimizers:adam",
+EXTRAS = ["initializers:uniform", "layers:leaky_relu", "layers:spatial_dropout", "layers:tanh", "optimizers:lion",
           "schedules:cosine_restarts", "transforms:gaussian_noise"]
 
 
@@ -353,14 +354,14 @@ def test_gradients_not_written_in_place_fail(layer, problem):
     assert str(caught.value) == f"layer {type(layer).__name__}: gradients written in place (training): {problem}"
 
 
-class MasklessDropout(laminae_extras.Dropout):
+class MasklessDropout(Dropout):
     def backward(self, dout):
         return dout
 
 
 def test_dropout_is_checked_in_training_mode_too():
     """Its state (the generator) is reloaded before every forward, so the masks repeat."""
-    check_layer(laminae_extras.Dropout(rate=0.5), (4, 6))
+    check_layer(Dropout(rate=0.5), (4, 6))
     with pytest.raises(ConformanceError, match=rf"^layer MasklessDropout: input gradient \(float64, training\): {NUMBERS}$"):
         check_layer(MasklessDropout(rate=0.5), (4, 6))
 

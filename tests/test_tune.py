@@ -65,9 +65,9 @@ def test_two_workers_share_the_journal_and_a_second_run_resumes(tmp_path):
 
 
 def test_one_python_call_prunes_records_failures_and_tunes_a_plugin_key(tmp_path):
-    """laminae-extras' dropout ``rate`` is searched like a built-in key; a kernel
+    """laminae-extras' spatial dropout ``rate`` is searched like a built-in key; a kernel
     larger than its input fails that trial, in one line, and the study goes on."""
-    doc = tomllib.loads(SMALL.replace('{ type = "relu" },', '{ type = "relu" },\n  { type = "dropout", rate = 0.1 },'))
+    doc = tomllib.loads(SMALL.replace('{ type = "relu" },', '{ type = "relu" },\n  { type = "spatial_dropout", rate = 0.1 },'))
     doc["models"]["small"]["layers"].insert(0, {"type": "conv", "filters": 2, "size": 3})
     doc["models"]["small"]["tune"].update(trials=8, sampler="random", startup_trials=1, baseline=True)
     doc["models"]["small"]["tune"]["space"] = {
@@ -190,3 +190,34 @@ def test_the_tune_table_docs_teach_is_lenets(registry):
     _name, spec, table = read_model(ROOT / "models.toml", "lenet", registry)
     raw = tomllib.loads(documented)["models"]["lenet"]["tune"]
     assert read_tune_table(raw, spec, registry, "docs/tuning.md: model 'lenet'") == table
+
+
+def test_a_study_searches_keys_inside_a_block(tmp_path):
+    """Dotted paths go through a residual block to its inner layers; a value that
+    breaks the block's shapes fails that trial in one line naming the block."""
+    doc = tomllib.loads(SMALL)
+    model = doc["models"]["small"]
+    model["layers"] = [
+        {"type": "conv", "filters": 4, "size": 3, "pad": 1},
+        {"type": "residual", "layers": [{"type": "conv", "filters": 4, "size": 3, "pad": 1}, {"type": "batchnorm"}]},
+        {"type": "relu"},
+        {"type": "pool", "size": 4},
+        {"type": "affine", "units": 10},
+    ]
+    model["tune"].update(trials=4, sampler="random", startup_trials=4, baseline=True)
+    model["tune"]["space"] = {
+        "layers.1.layers.0.size": {"type": "choice", "choices": [3, 5]},
+        "layers.1.layers.1.momentum": {"type": "float", "low": 0.05, "high": 0.5},
+    }
+    result = tune(doc, "small", out=tmp_path / "study", show=lambda line: None, bar=False)
+    trials = trials_of(journal(tmp_path / "study"))
+    assert trials[0].params == {"layers.1.layers.0.size": 3, "layers.1.layers.1.momentum": 0.1}  # the baseline
+    assert len({t.params["layers.1.layers.1.momentum"] for t in trials}) == 4
+    assert {t.params["layers.1.layers.0.size"] for t in trials} == {3, 5}
+    for trial in trials:
+        if trial.params["layers.1.layers.0.size"] == 5:  # pad 1 shrinks the image: the add cannot fit
+            assert trial.state.name == "FAIL"
+            assert trial.user_attrs["error"].startswith("<dict>: model 'small', layer 1 (residual): its layers give shape")
+        else:
+            assert trial.state.name == "COMPLETE"
+    assert result.best_trial is not None

@@ -38,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
         with location(f"{args.file}: model {name!r}"):
             probe(net, training=True)
             probe(net, training=False)
+        inner = f" ({len(net.nodes)} with those inside blocks)" if len(net.nodes) > len(net.layers) else ""
         print(
-            f"ok  {name:<{width}}  {len(net.layers)} layers, {net.num_params:,} params,"
+            f"ok  {name:<{width}}  {len(net.layers)} layers{inner}, {net.num_params:,} params,"
             f" {net.input_shape} -> {net.output_shape}",
             flush=True,
         )

@@ -65,7 +65,7 @@ def default_text(field: attrs.Attribute) -> str:
     if is_required(field):
         return "required"
     if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
-        return "computed"
+        return "computed" if field.default.takes_self else toml_text(field.default.factory())
     return toml_text(field.default)
 
 

@@ -32,7 +32,7 @@ from laminae.network.spec import (
     resolve_model,
     with_train_overrides,
 )
-from laminae.protocols import Loss, Optimizer, Schedule, Transform
+from laminae.protocols import Loss, Optimizer, Schedule, Transform, too_big
 from laminae.registry import Registry, make_registry
 
 
@@ -115,21 +115,15 @@ def assemble_document(
 
 def assemble_resolved(spec: Mapping[str, Any], registry: Registry, source: str = "<dict>") -> ModelParts:
     """The parts of a spec that :mod:`laminae.network.spec` has already validated."""
-    layers = [registry.create("layers", layer) for layer in spec["layers"]]
     train = TrainConfig(**spec["train"])
     where = f"{source}: model {spec['name']!r}"
     try:
         with location(where, sep=", "):
             network = Network(
-                layers,
-                spec["input"],
-                seed=train.seed,
-                dtype=spec.get("dtype", DTYPES[0]),
-                registry=registry,
-                names=[layer["type"] for layer in spec["layers"]],
+                spec["layers"], spec["input"], seed=train.seed, dtype=spec.get("dtype", DTYPES[0]), registry=registry
             )
     except (MemoryError, ValueError) as exc:
-        if not _too_big(exc):
+        if not too_big(exc):
             raise
         raise SpecError(f"{where}, {_layer_of(exc)}: its parameters cannot be allocated: {one_line(exc)}") from exc
     optimizer_table = dict(spec["optimizer"])
@@ -168,15 +162,6 @@ def _model_name(spec: Mapping[str, Any], name: str | None, source: str) -> str:
     if not isinstance(stored, str) or not stored:
         raise SpecError(f"{source}: 'name' must be a non-empty string, got {stored!r}")
     return stored
-
-
-NUMPY_TOO_BIG = ("array is too big", "Maximum allowed dimension exceeded")
-"""How numpy says an array is beyond any memory, when it does not say MemoryError."""
-
-
-def _too_big(exc: BaseException) -> bool:
-    """An allocation that a spec's sizes made impossible: the spec's fault, not the layer's."""
-    return isinstance(exc, MemoryError) or str(exc).startswith(NUMPY_TOO_BIG)
 
 
 def _layer_of(exc: BaseException) -> str:

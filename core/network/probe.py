@@ -14,32 +14,37 @@ from __future__ import annotations
 
 import numpy as np
 
+from laminae.chain import probing
 from laminae.errors import PluginError, blamed_on
 from laminae.network.network import Network
-from laminae.testing import gradient_problem, output_problem, poison_gradients
+from laminae.contracts import gradient_problem, output_problem, poison_gradients
 
 SAMPLES = 2
 
 
 def probe(network: Network, *, training: bool, seed: int = 0) -> None:
     """Forward and backward through every layer on ``SAMPLES`` random samples;
-    the first broken contract is a one-line PluginError naming the layer."""
+    the first broken contract is a one-line PluginError naming the layer,
+    inner layers of a composite included."""
     rng = np.random.default_rng(seed)
     x = rng.random((SAMPLES, *network.input_shape)).astype(network.dtype)
     inputs = []
-    for index, layer in network.running:
-        label = network.layer_label(index, plugin=True)
-        inputs.append(x.shape[1:])
-        with blamed_on(label, "forward"):
-            x = layer.forward(x, training)
-        _refuse(label, output_problem(x, SAMPLES, network.shapes[index], network.dtype, "forward"))
+    with probing():
+        for index, layer in network.running:
+            label = network.layer_label(index, plugin=True)
+            inputs.append(x.shape[1:])
+            with blamed_on(label, "forward"):
+                x = layer.forward(x, training)
+            _refuse(label, output_problem(x, SAMPLES, network.shapes[index], network.dtype, "forward"))
     dout = rng.standard_normal(x.shape).astype(network.dtype)
     for (index, layer), input_shape in zip(reversed(network.running), reversed(inputs)):
         label = network.layer_label(index, plugin=True)
-        poisoned = poison_gradients(layer)
+        inside = [node for path, node in network.nodes.items() if path == str(index) or path.startswith(f"{index}.")]
+        poisoned = [(node, poison_gradients(node.layer)) for node in inside]
         with blamed_on(label, "backward"):
             dout = layer.backward(dout)
-        _refuse(label, gradient_problem(layer, poisoned))
+        for node, arrays in poisoned:
+            _refuse(node.label(plugin=True), gradient_problem(node.layer, arrays))
         if dout is None and index == network.running[0][0] and not network.input_grad:
             break  # a first layer may skip the gradient of the data
         _refuse(label, output_problem(dout, SAMPLES, input_shape, network.dtype, "backward"))

@@ -26,7 +26,7 @@ from laminae.validators import non_negative_int, one_of, positive_int, thread_co
 SCHEMA_VERSION = 1
 """The only ``schema`` this version reads; a file without ``schema`` is read as 1."""
 
-TOP_KEYS = ("schema", "models")
+TOP_KEYS = ("schema", "blocks", "models")
 MODEL_KEYS = ("description", "extends", "input", "layers", "loss", "optimizer", "train", "dtype", "tune", "accuracy")
 """``tune`` is the search space of ``laminae tune`` (read by laminae.tuning), and
 ``accuracy`` the test accuracy measured for ``laminae models`` to show; both are
@@ -111,18 +111,118 @@ def resolve_document(doc: Mapping[str, Any], registry: Registry, source: str) ->
     All models are checked before the caller builds any, so a mistake in
     the last model of a file is reported even when the first is wanted.
     """
-    merged = model_tables(doc, source)
+    merged = model_tables(doc, source, registry)
     return {name: resolve_model(name, raw, registry, source) for name, raw in merged.items()}
 
 
-def model_tables(doc: Mapping[str, Any], source: str) -> dict[str, dict[str, Any]]:
-    """Every model's table of a parsed file as written, ``extends`` applied, its
-    keys checked but its values not yet: what a copy of one model holds."""
+def model_tables(doc: Mapping[str, Any], source: str, registry: Registry | None = None) -> dict[str, dict[str, Any]]:
+    """Every model's table of a parsed file as written, ``extends`` applied and
+    declared blocks expanded, its keys checked but its values not yet: what
+    a self-contained copy of one model holds.  With a ``registry``, a block
+    named like a registered layer type is refused."""
     models = _models_table(doc, source)
+    blocks = _blocks_table(doc, source)
+    for name in blocks:
+        if registry is not None and name in registry.classes["layers"]:
+            raise SpecError(
+                f"{source}: block {name!r}: a registered layer type has this name"
+                f" (from plugin {registry.owner('layers', name)!r}); call the block something else"
+            )
     for name, raw in models.items():
         with location(f"{source}: model {name!r}"):
             check_keys(raw, MODEL_KEYS)
-    return _apply_extends(models, source)
+    merged = _apply_extends(models, source)
+    for name, raw in merged.items():
+        if blocks and isinstance(raw.get("layers"), list):
+            raw["layers"] = _expand_blocks(raw["layers"], blocks, f"{source}: model {name!r}")
+    return merged
+
+
+BLOCK_KEYS = ("description", "args", "layer", "layers")
+MAX_EXPANDED = 100_000
+"""The most layer tables a model's blocks may expand to: a ResNet-152 has a
+few hundred, and blocks that each use the next twice would otherwise let a
+small file ask for billions."""
+
+
+def _blocks_table(doc: Mapping[str, Any], source: str) -> dict[str, Mapping[str, Any]]:
+    """The ``[blocks.NAME]`` tables, checked: each has ``layer`` (one layer
+    table) or ``layers`` (a list of them), and ``args``, the values a use may
+    set, with their defaults.  Inside, ``"$name"`` stands for an arg's value."""
+    blocks = doc.get("blocks", {})
+    with location(source):
+        if not isinstance(blocks, Mapping):
+            raise SpecError(f"'blocks' must be a table of [blocks.NAME] tables, got {_shown(blocks)}")
+    for name, block in blocks.items():
+        with location(f"{source}: block {name!r}"):
+            if not isinstance(block, Mapping):
+                raise SpecError(f"must be a table, got {_shown(block)}")
+            check_keys(block, BLOCK_KEYS)
+            if ("layer" in block) == ("layers" in block):
+                raise SpecError("give it 'layer' (one layer table) or 'layers' (a list of them), not both or neither")
+            if "layer" in block and not isinstance(block["layer"], Mapping):
+                raise SpecError(f"'layer' must be a layer table, got {_shown(block['layer'])}")
+            if "layers" in block and not (isinstance(block["layers"], list) and block["layers"]):
+                raise SpecError(f"'layers' must be a non-empty list of layer tables, got {_shown(block['layers'])}")
+            if not isinstance(block.get("args", {}), Mapping):
+                raise SpecError(f"'args' must be a table of the values a use may set, got {_shown(block['args'])}")
+    return dict(blocks)
+
+
+def _expand_blocks(layers: list, blocks: Mapping[str, Mapping[str, Any]], where: str) -> list:
+    """``layers`` with every use of a declared block (``{ type = "basic",
+    filters = 32 }``) replaced by the block's own layer table, its
+    ``"$name"`` values set from the use or the block's ``args``; a block of
+    several layers becomes one ``sequential`` layer.  Uses inside blocks
+    expand too; a block that uses itself is refused."""
+    count = [0]
+    out = []
+    for index, item in enumerate(layers):
+        kind = item.get("type") if isinstance(item, Mapping) else None
+        with location(f"{where}, layer {index}" + (f" ({kind})" if isinstance(kind, str) else "")):
+            out.append(_expanded(item, blocks, (), count))
+    return out
+
+
+def _expanded(item: Any, blocks: Mapping[str, Mapping[str, Any]], using: tuple[str, ...], count: list[int]) -> Any:
+    """One layer item (a table, or a list of them, as a branch is) with its blocks expanded."""
+    if isinstance(item, list):
+        return [_expanded(entry, blocks, using, count) for entry in item]
+    if not isinstance(item, Mapping):
+        return item
+    count[0] += 1
+    if count[0] > MAX_EXPANDED:
+        raise SpecError(f"its blocks expand to more than {MAX_EXPANDED:,} layers")
+    name = item.get("type")
+    if not (isinstance(name, str) and name in blocks):
+        return {key: _expanded(value, blocks, using, count) if isinstance(value, list) else value for key, value in item.items()}
+    if name in using:
+        raise SpecError("block uses itself: " + " -> ".join([*using[using.index(name):], name]))
+    block = blocks[name]
+    args = dict(block.get("args", {}))
+    given = {key: value for key, value in item.items() if key != "type"}
+    for key in given:
+        if key not in args:
+            listed = ", ".join(args) or "none"
+            raise SpecError(f"block {name!r} has no arg {key!r}{did_you_mean(key, args)} (args: {listed})")
+    body = block["layer"] if "layer" in block else {"type": "sequential", "layers": block["layers"]}
+    body = _substituted(copy.deepcopy(body), {**args, **given}, name)
+    return _expanded(body, blocks, (*using, name), count)
+
+
+def _substituted(value: Any, args: Mapping[str, Any], block: str) -> Any:
+    """``value`` with every ``"$name"`` string replaced by ``args[name]``."""
+    if isinstance(value, Mapping):
+        return {key: _substituted(item, args, block) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_substituted(item, args, block) for item in value]
+    if isinstance(value, str) and value.startswith("$"):
+        name = value[1:]
+        if name not in args:
+            listed = ", ".join(args) or "none"
+            raise SpecError(f"block {block!r} uses {value!r}, which is not one of its args{did_you_mean(name, args)} (args: {listed})")
+        return copy.deepcopy(args[name])
+    return value
 
 
 def resolve_model(
@@ -130,6 +230,9 @@ def resolve_model(
 ) -> dict[str, Any]:
     """One model's table (``extends`` already applied) as a validated resolved spec."""
     where = f"{source}: model {name!r}"
+    if isinstance(raw.get("layers"), list):
+        with location(where):
+            raw = {**raw, "layers": [layer_table(layer, registry) for layer in raw["layers"]]}
     with location(where):
         description, input_shape, layers = _model_outline(raw)
     resolved_layers = []
@@ -257,14 +360,59 @@ def named_types(spec: Mapping[str, Any], registry: Registry) -> list[tuple[str, 
         value: Any = spec
         for part in info.spec_key.split("."):
             value = value.get(part) if isinstance(value, Mapping) else None
-        named += [(kind, item) for item in (value if isinstance(value, list) else [value])]
-    for layer in spec.get("layers", []):
+        items = layer_tables(value) if kind == "layers" and isinstance(value, list) else value
+        named += [(kind, item) for item in (items if isinstance(items, list) else [items])]
+    for layer in layer_tables(spec.get("layers", [])):
         cls = registry.classes["layers"].get(layer.get("type"))
         for field in hyperparameters(cls) if cls is not None else ():
             if field.metadata.get("laminae") == INITIALIZER:
                 named.append(("initializers", layer.get(key_of(field), field.default)))
     found = [(kind, item.get("type") if isinstance(item, Mapping) else item) for kind, item in named]
     return [(kind, name) for kind, name in found if isinstance(name, str)]
+
+
+def layer_table(layer: Any, registry: Registry) -> Any:
+    """A layer object built in Python (``Residual(layers=[Conv(...), ...])``) as
+    the table a model file would write for it: its registered type and the
+    fields that differ from their defaults, layers inside it as tables too.
+    Tables and anything else are returned as they are."""
+    if isinstance(layer, (Mapping, str)) or not attrs.has(type(layer)):
+        return layer
+    name = registry.name_of("layers", type(layer))
+    if name is None:
+        raise SpecError(
+            f"a {type(layer).__name__} object is not of a registered layer type: register its class,"
+            " or build a laminae.Network from layer objects"
+        )
+    table: dict[str, Any] = {"type": name}
+    for field in hyperparameters(type(layer)):
+        value = getattr(layer, field.name)
+        default = field.default.factory() if isinstance(field.default, attrs.Factory) and not field.default.takes_self else field.default
+        if isinstance(default, attrs.Factory) or value != default:
+            table[key_of(field)] = _tables_inside(value, registry)
+    return table
+
+
+def _tables_inside(value: Any, registry: Registry) -> Any:
+    if isinstance(value, list):
+        return [_tables_inside(item, registry) for item in value]
+    return layer_table(value, registry)
+
+
+def layer_tables(layers: list) -> list[Mapping[str, Any]]:
+    """Every layer table of a list of layers, inner layers of composites
+    included (tables in a layer's lists, or in lists of lists, as a
+    branch block holds them), parents first."""
+    found: list[Mapping[str, Any]] = []
+    stack = [item for item in reversed(layers)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, Mapping):
+            found.append(item)
+            stack.extend(reversed([value for value in item.values() if isinstance(value, list)]))
+    return found
 
 
 def initializer_keys(cls: type) -> list[str]:

@@ -127,8 +127,8 @@ def parameter_problems(network: Network, stored: Mapping[str, np.ndarray]) -> li
     """What keeps ``stored`` from filling ``network``, one phrase per layer and parameter."""
     problems = []
     for name in sorted(stored.keys() | network.params.keys(), key=_param_order):
-        index, _, param = name.partition(".")
-        where = network.layer_label(index)
+        path, param = network.split_name(name)
+        where = network.layer_label(path)
         if name not in network.params:
             problems.append(f"{where}: unexpected parameter {param!r}")
         elif name not in stored:
@@ -150,8 +150,8 @@ def layer_state_problems(network: Network, stored: Mapping[str, np.ndarray]) -> 
     expected = network.state_dict()
     problems = []
     for name in sorted(stored.keys() | expected.keys(), key=_param_order):
-        index, _, key = name.partition(".")
-        where = network.layer_label(index)
+        path, key = network.split_name(name)
+        where = network.layer_label(path)
         if name not in expected:
             problems.append(f"{where}: unexpected state {key!r}")
         elif name not in stored:
@@ -193,9 +193,14 @@ def _is_bytes(array: np.ndarray) -> bool:
     return array.dtype == np.uint8 and array.ndim == 1
 
 
-def _param_order(name: str) -> tuple[int, str]:
-    index, _, param = name.partition(".")
-    return (int(index) if index.isascii() and index.isdigit() else -1, param)
+def _param_order(name: str) -> tuple[tuple[int, ...], str]:
+    """Stored names in the network's order: by each number of the path, then the rest."""
+    numbers = []
+    for part in name.split("."):
+        if not (part.isascii() and part.isdigit()):
+            break
+        numbers.append(int(part))
+    return (tuple(numbers) if numbers else (-1,), name)
 
 
 def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -46,14 +46,8 @@ def export_onnx(parts: ModelParts, path: str | os.PathLike, *, logits: bool = Fa
     if len(network.output_shape) != 1:
         raise SpecError(f"exports classifiers: the output must be one score per class, but it has shape {network.output_shape}")
     graph = OnnxGraph(tensors={INPUT})
-    nodes: list[Any] = []
-    outputs: dict[int, str] = {}
-    x = INPUT
-    for index, layer in enumerate(network.layers):  # all of them: an absorbed layer adds its own nodes
-        label = network.layer_label(index, plugin=True)
-        graph.prefix = f"{index}."
-        x = _emit(graph, layer, x, label, nodes, onnx)
-        outputs[index] = x
+    x = network.chain.onnx(graph, INPUT)  # every layer, inner ones too, absorbed ones as their own nodes
+    nodes = [_layer_node(onnx, node, network) for node in graph.nodes]
     output = "logits" if logits else "probabilities"
     if not logits:
         graph.prefix = f"{output}."
@@ -61,7 +55,7 @@ def export_onnx(parts: ModelParts, path: str | os.PathLike, *, logits: bool = Fa
     nodes.append(onnx.helper.make_node("Identity", [x], [output], name=output))
     model = _model(onnx, parts, graph, nodes, output)
     try:
-        _check_shapes(onnx.shape_inference.infer_shapes(model), network, outputs)  # the first layer that is wrong
+        _check_shapes(onnx.shape_inference.infer_shapes(model), network, graph.outputs)  # the first layer that is wrong
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise PluginError(f"the exported graph fails onnx.checker: {one_line(exc)}") from exc
@@ -84,6 +78,14 @@ def _emit(graph: OnnxGraph, plugin: Any, x: str, label: str, nodes: list, onnx: 
     if not isinstance(out, str) or out not in graph.tensors:
         raise PluginError(f"{label}: onnx must return the name of its output tensor, but returned {out!r}")
     return out
+
+
+def _layer_node(onnx: Any, node: OnnxNode, network: Any) -> Any:
+    """A layer's node as an ONNX node; a mistake in it names the layer, whose
+    path begins the node's name (``3.1.Conv``)."""
+    path, _ = network.split_name(node.output)
+    with blamed_on(lambda: network.layer_label(path, plugin=True), "onnx"):
+        return _node(onnx, node)
 
 
 def _node(onnx: Any, node: OnnxNode) -> Any:
@@ -145,7 +147,7 @@ def _model(onnx: Any, parts: ModelParts, graph: OnnxGraph, nodes: list, output: 
     return model
 
 
-def _check_shapes(model: Any, network: Any, outputs: dict[int, str]) -> None:
+def _check_shapes(model: Any, network: Any, outputs: dict[str, str]) -> None:
     """Each layer's output in the graph has the shape the network gives it: a
     hyperparameter mapped wrongly (a stride, a padding) is caught here,
     naming the layer, rather than by a user comparing numbers."""
@@ -153,11 +155,10 @@ def _check_shapes(model: Any, network: Any, outputs: dict[int, str]) -> None:
     for info in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
         dims = info.type.tensor_type.shape.dim
         shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
-    for index, name in outputs.items():
-        found = shapes.get(name)
-        if found is not None and None not in found[1:] and found[1:] != network.shapes[index]:
+    for path, name in outputs.items():
+        found, expected = shapes.get(name), network.nodes[path].output_shape
+        if found is not None and None not in found[1:] and found[1:] != expected:
             shown = "(N, " + ", ".join("?" if n is None else str(n) for n in found[1:]) + ")"
             raise PluginError(
-                f"{network.layer_label(index, plugin=True)}: its ONNX nodes give shape {shown},"
-                f" but the layer gives {network.shapes[index]}"
+                f"{network.layer_label(path, plugin=True)}: its ONNX nodes give shape {shown}, but the layer gives {expected}"
             )

@@ -70,10 +70,10 @@ def refuse_uncombinable_state(network: Network, parts: int) -> None:
     """A layer with state of its own (``state_dict``) is split only if it says how
     its slices' states combine (``combine_states``): a dropout's generator
     cannot be, its copies would draw from streams no checkpoint records."""
-    for index in network.stateful_layers():
-        if not callable(getattr(network.layers[index], "combine_states", None)):
+    for path in network.stateful_layers():
+        if not callable(getattr(network.nodes[path].layer, "combine_states", None)):
             raise TrainingError(
-                f"cannot train on {parts} threads: {network.layer_label(index, plugin=True)} keeps state of its own"
+                f"cannot train on {parts} threads: {network.layer_label(path, plugin=True)} keeps state of its own"
                 " and has no combine_states method; use threads = 1"
             )
 
@@ -85,12 +85,21 @@ def state_snapshot(network: Network) -> dict[str, np.ndarray]:
 
 
 def combine_states(network: Network, slice_states: list[dict[str, np.ndarray]], weights: list[float]) -> None:
-    """Hand each stateful layer its slices' states after a step (``"<index>.<key>"``
+    """Hand each stateful layer its slices' states after a step (``"<path>.<key>"``
     names, in slice order, the network's own first) and the slices' shares of
     the batch, and load the state its ``combine_states`` returns."""
-    for index in network.stateful_layers():
-        prefix = f"{index}."
-        per_slice = [{k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)} for state in slice_states]
-        layer = network.layers[index]
-        with blamed_on(network.layer_label(index, plugin=True), "combine_states"):
+    for path in network.stateful_layers():
+        per_slice = [_own_state(network, path, state) for state in slice_states]
+        layer = network.nodes[path].layer
+        with blamed_on(network.layer_label(path, plugin=True), "combine_states"):
             layer.load_state_dict(layer.combine_states(per_slice, weights))
+
+
+def _own_state(network: Network, path: str, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The part of a network's ``state`` that is layer ``path``'s own (not an inner layer's)."""
+    own = {}
+    for name, value in state.items():
+        owner, key = network.split_name(name)
+        if owner == path:
+            own[key] = value
+    return own

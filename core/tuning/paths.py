@@ -87,14 +87,22 @@ def _keys(node: Mapping[str, Any], above: list[str], registry: Registry) -> list
         return [field.name for field in attrs.fields(TrainConfig)]
     if isinstance(node.get("type"), str):
         cls = registry.get(_kind(above), node["type"])
-        return ["type", *(key_of(field) for field in hyperparameters(cls))]
+        keys = ["type", *(key_of(field) for field in hyperparameters(cls))]
+        return [*keys, "schedule"] if above == ["optimizer"] and "schedule" in node else keys
     return list(node)
 
 
 def _kind(above: list[str]) -> str:
-    """The registry kind of the component table at ``above``."""
-    if len(above) == 2 and above[0] == "layers":
-        return "layers"
+    """The registry kind of the component table at ``above``.  Under ``layers``,
+    a table reached through a list index is a layer, at any depth (an inner
+    layer of a block: ``layers.3.layers.1``); one reached through a key is
+    an initializer (``layers.0.init``)."""
+    if above and above[0] == "layers":
+        return "layers" if above[-1].isdigit() else "initializers"
+    if len(above) == 3 and above[:2] == ["train", "augment"]:
+        return "transforms"
+    if above == ["optimizer", "schedule"]:
+        return "schedules"
     return KIND_AT.get(".".join(above), "initializers")
 
 

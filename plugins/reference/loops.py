@@ -164,3 +164,92 @@ def pool_backward(x, size: int, stride: int, mode: str, dout) -> np.ndarray:
                     ky, kx = np.unravel_index(np.argmax(window), window.shape)
                     target[ky, kx] += g
     return dx
+
+
+def _channel_indexes(shape: tuple[int, ...]) -> dict[int, list[tuple[int, ...]]]:
+    """Every index of an ``(N, C, ...)`` array, grouped by its channel (axis 1)."""
+    groups: dict[int, list[tuple[int, ...]]] = {}
+    for index in np.ndindex(shape):
+        groups.setdefault(index[1], []).append(index)
+    return groups
+
+
+def batchnorm_statistics(x):
+    """Each channel's mean and biased variance over the batch (and the pixels),
+    ``x`` shaped ``(N, C)`` or ``(N, C, H, W)``: two ``(C,)`` arrays."""
+    x = np.asarray(x, np.float64)
+    mean, var = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    for c, indexes in _channel_indexes(x.shape).items():
+        mean[c] = sum(x[i] for i in indexes) / len(indexes)
+        var[c] = sum((x[i] - mean[c]) ** 2 for i in indexes) / len(indexes)
+    return mean, var
+
+
+def batchnorm_forward(x, gamma, beta, eps: float, mean=None, var=None) -> np.ndarray:
+    """``gamma * (x - mean) / sqrt(var + eps) + beta`` per channel: with the batch's
+    statistics (training), or with ``mean`` and ``var`` given (the running ones,
+    inference)."""
+    x = np.asarray(x, np.float64)
+    if mean is None:
+        mean, var = batchnorm_statistics(x)
+    out = np.zeros(x.shape)
+    for index in np.ndindex(x.shape):
+        c = index[1]
+        out[index] = gamma[c] * (x[index] - mean[c]) / math.sqrt(var[c] + eps) + beta[c]
+    return out
+
+
+def batchnorm_backward(x, gamma, eps: float, dout, mean=None, var=None):
+    """Gradients ``(dx, dgamma, dbeta)`` of ``sum(batchnorm_forward(x, ...) * dout)``.
+
+    With the batch's statistics every output of a channel depends on every
+    input of it, so ``dx`` sums the whole Jacobian:  d xhat_j / d x_i =
+    ((i == j) - 1/m) / std - xhat_i * xhat_j / (m * std), m values per
+    channel.  With ``mean`` and ``var`` given (inference) they are constants."""
+    x = np.asarray(x, np.float64)
+    training = mean is None
+    if training:
+        mean, var = batchnorm_statistics(x)
+    dx, dgamma, dbeta = np.zeros(x.shape), np.zeros(len(gamma)), np.zeros(len(gamma))
+    for c, indexes in _channel_indexes(x.shape).items():
+        std, m = math.sqrt(var[c] + eps), len(indexes)
+        xhat = {i: (x[i] - mean[c]) / std for i in indexes}
+        for j in indexes:
+            dbeta[c] += dout[j]
+            dgamma[c] += dout[j] * xhat[j]
+        for i in indexes:
+            if not training:
+                dx[i] = dout[i] * gamma[c] / std
+                continue
+            for j in indexes:
+                dxhat_j = ((i == j) - 1 / m) / std - xhat[i] * xhat[j] / (m * std)
+                dx[i] += dout[j] * gamma[c] * dxhat_j
+    return dx, dgamma, dbeta
+
+
+def global_avg_pool_forward(x) -> np.ndarray:
+    """``out[n, c]``: the mean of the pixels of channel ``c`` of sample ``n``."""
+    x = np.asarray(x, np.float64)
+    n_, c_, h, w_ = x.shape
+    out = np.zeros((n_, c_))
+    for n in range(n_):
+        for c in range(c_):
+            total = 0.0
+            for y in range(h):
+                for x_ in range(w_):
+                    total += x[n, c, y, x_]
+            out[n, c] = total / (h * w_)
+    return out
+
+
+def global_avg_pool_backward(x, dout) -> np.ndarray:
+    """Gradient of ``sum(global_avg_pool_forward(x) * dout)``: every pixel of a
+    channel gets ``dout[n, c] / (H * W)``."""
+    n_, c_, h, w_ = np.shape(x)
+    dx = np.zeros((n_, c_, h, w_))
+    for n in range(n_):
+        for c in range(c_):
+            for y in range(h):
+                for x_ in range(w_):
+                    dx[n, c, y, x_] = dout[n, c] / (h * w_)
+    return dx

@@ -13,10 +13,11 @@ CASES = [
         {
             "tanh": [({}, (3, 5))],
             "leaky_relu": [({}, (7,)), ({"alpha": 0.2}, (2, 3, 3))],
-            "dropout": [({"rate": 0.5}, (4, 6)), ({"rate": 0.0}, (5,))],
+            "spatial_dropout": [({"rate": 0.5}, (4, 3, 3)), ({"rate": 0.3}, (6,)), ({"rate": 0.0}, (5,))],
+            "squeeze_excite": [({}, (4, 3, 3)), ({"ratio": 1}, (2, 2, 5))],
         }
     ),
-    *cases("optimizers", {"adam": [{"lr": 0.05}, {"lr": 0.02, "beta1": 0.5, "beta2": 0.9}]}),
+    *cases("optimizers", {"lion": [{"lr": 0.02}, {"lr": 0.01, "beta1": 0.5, "beta2": 0.9, "weight_decay": 0.1}]}),
     *cases("initializers", {"uniform": [{}, {"limit": 0.1}]}),
     *cases("transforms", {"gaussian_noise": [{}, {"std": 0.3}]}),
     *cases("schedules", {"cosine_restarts": [{}, {"period": 2.5}]}),
@@ -36,8 +37,11 @@ def test_one_liner():
     check_layer(laminae_extras.Tanh(), (3, 5))
 
 
-@pytest.mark.parametrize("options, message", [({"alpha": 1.5}, "'alpha' must be less than 1"), ({"rate": True}, "'rate' must be a number")])
-def test_bad_hyperparameters_are_refused(options, message):
-    type_name = "leaky_relu" if "alpha" in options else "dropout"
+@pytest.mark.parametrize("kind, options, message", [
+    ("layers", {"type": "leaky_relu", "alpha": 1.5}, "'alpha' must be less than 1"),
+    ("layers", {"type": "spatial_dropout", "rate": True}, "'rate' must be a number"),
+    ("optimizers", {"type": "lion", "beta2": 1}, "'beta2' must be less than 1"),
+])
+def test_bad_hyperparameters_are_refused(kind, options, message):
     with pytest.raises(laminae.SpecError, match=message):
-        REGISTRY.create("layers", {"type": type_name, **options})
+        REGISTRY.create(kind, options)

@@ -7,10 +7,11 @@ under the names a TOML file writes as ``type``.
 import laminae
 
 from laminae_extras.activations import LeakyReLU, Tanh
-from laminae_extras.adam import Adam
-from laminae_extras.dropout import Dropout
+from laminae_extras.lion import Lion
 from laminae_extras.noise import GaussianNoise
 from laminae_extras.restarts import CosineRestarts
+from laminae_extras.spatial_dropout import SpatialDropout
+from laminae_extras.squeeze_excite import SqueezeExcite
 from laminae_extras.uniform import Uniform
 
 __version__ = "0.1.0"
@@ -20,12 +21,13 @@ __version__ = "0.1.0"
 def register_layers(register):
     register("tanh", Tanh)
     register("leaky_relu", LeakyReLU)
-    register("dropout", Dropout)
+    register("spatial_dropout", SpatialDropout)
+    register("squeeze_excite", SqueezeExcite)
 
 
 @laminae.hookimpl
 def register_optimizers(register):
-    register("adam", Adam)
+    register("lion", Lion)
 
 
 @laminae.hookimpl

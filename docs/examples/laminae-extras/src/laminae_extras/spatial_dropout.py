@@ -1,4 +1,4 @@
-"""Inverted dropout: the scaling happens while training, so inference is a no-op."""
+"""Spatial dropout: whole channels dropped at once, the scaling done while training."""
 from __future__ import annotations
 
 import attrs
@@ -10,10 +10,15 @@ from laminae.validators import number
 
 
 @attrs.define(eq=False)
-class Dropout:
-    """Zeroes each input with probability ``rate`` while training and scales
-    the survivors by ``1 / (1 - rate)``, so the expected activation is the
-    same with and without it.
+class SpatialDropout:
+    """Zeroes whole channels of (C, H, W) samples (single features of (F,)
+    samples) with probability ``rate`` while training, and scales the
+    survivors by ``1 / (1 - rate)``, so the expected activation is the same
+    with and without it.
+
+    Neighbouring pixels of a feature map are so alike that dropping them one
+    by one hides little: the next layer reads a lost pixel off its neighbours.
+    A lost map it cannot.
 
     The masks come from a generator spawned from ``ctx.rng`` at build time:
     the same seed gives the same masks, and the masks never shift the draws
@@ -21,7 +26,8 @@ class Dropout:
     a checkpoint keeps it and a resumed run draws the masks it would have.
     """
 
-    rate: float = attrs.field(default=0.5, validator=number(0, 1, exclusive_maximum=True))
+    rate: float = attrs.field(default=0.5, validator=number(0, 1, exclusive_maximum=True),
+                              metadata={"doc": "probability that each channel is zeroed while training"})
 
     params: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
     grads: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
@@ -36,7 +42,9 @@ class Dropout:
         if not training or self.rate == 0:
             self._mask = None
             return x
-        keep = self._rng.random(x.shape) >= self.rate
+        # One draw per sample and channel, broadcast over the channel's pixels.
+        channels = x.shape[:2] + (1,) * (x.ndim - 2)
+        keep = self._rng.random(channels) >= self.rate
         self._mask = keep.astype(x.dtype) / x.dtype.type(1 - self.rate)
         return x * self._mask
 
@@ -50,5 +58,5 @@ class Dropout:
         self._rng = rng_from_array(state["rng"])
 
     def onnx(self, graph: laminae.OnnxGraph, x: str) -> str:
-        """An exported model only infers, where dropout changes nothing: no node."""
+        """An exported model only infers, where spatial dropout changes nothing: no node."""
         return x
