@@ -24,11 +24,15 @@ Import this module before numpy, PyTorch or JAX: it fixes the cores first.
   threads (PyTorch's OpenMP pool, OpenBLAS's) spin for a while after their
   last task and would otherwise take a core from the next one.
 - **The same work.**  Every twin is translated from the built Laminae network
-  (same layers, initial weights, loss and SGD settings), trains the same
-  number of mini-batches of the same data, and is checked on the first batch's
-  loss before anything is timed.  Each framework's data is put once, untimed,
-  where it would keep it: numpy arrays for Laminae and PyTorch (which shares
-  their memory), device arrays in JAX's own layout for JAX.
+  (same layers, initial weights and batch-norm averages, loss and SGD
+  settings), trains the same number of mini-batches of the same data, and is
+  checked on the first batch's loss, in training and in inference mode,
+  before anything is timed.  No framework augments the batches (Laminae's
+  ``train.augment`` is left out); a learning-rate schedule, which Laminae
+  follows and the twins do not, changes the step size, not the work.  Each
+  framework's data is put once, untimed, where it would keep it: numpy
+  arrays for Laminae and PyTorch (which shares their memory), device arrays
+  in JAX's own layout for JAX.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from math import prod
 
 import numpy as np
 
+import laminae_models as lm
 from laminae.plugins.gemm.skinny import PIECE_WORK, piece_count
 
 GEMM_LAYERS = ("conv", "affine")
@@ -32,26 +33,39 @@ def step_gemms(network, batch: int) -> list[tuple[int, int, int]]:
     """``(M, K, N)`` of every GEMM one forward+backward step of ``network`` needs.
 
     The forward product and the two backward ones (weight and input
-    gradient) of every conv and affine layer, except the input gradient of
-    a layer with no parameters before it, which no step needs: what is
-    listed is the work the step must do, so skipping useless work shows up
-    as a higher fraction of peak.
+    gradient) of every conv and affine layer, those inside composite layers
+    (a residual block's paths) included, except the input gradient of a
+    layer with no parameters before it, which no step needs: what is listed
+    is the work the step must do, so skipping useless work shows up as a
+    higher fraction of peak.
     """
-    shapes, trained_below = [], False
-    in_shapes = [network.input_shape, *network.shapes[:-1]]
-    for index, (name, shape_in, shape_out) in enumerate(zip(network.names, in_shapes, network.shapes)):
-        if name not in GEMM_LAYERS:
-            trained_below |= bool(network.layers[index].params)
+    shapes: list[tuple[int, int, int]] = []
+    _chain_gemms(network.chain.nodes, batch, False, shapes)
+    return shapes
+
+
+def _chain_gemms(nodes, batch: int, trained_below: bool, shapes: list) -> bool:
+    """Add the GEMMs of ``nodes`` (layers in order) to ``shapes``; whether any
+    layer up to their output has parameters."""
+    for node in nodes:
+        inner = lm.inner_paths(node)
+        if inner is not None:
+            below = [_chain_gemms(path, batch, trained_below, shapes) for path in inner[1]]
+            trained_below = any(below)
             continue
-        if name == "conv":
-            k = network.layers[index].size
+        if node.type not in GEMM_LAYERS:
+            trained_below |= bool(node.layer.params)
+            continue
+        shape_in, shape_out = node.input_shape, node.output_shape
+        if node.type == "conv":
+            k = node.layer.size
             m, kk, n = shape_out[0], shape_in[0] * k * k, batch * prod(shape_out[1:])
         else:
             m, kk, n = batch, prod(shape_in), shape_out[0]
-        dweights, dinput = ((kk, m, n), (m, n, kk)) if name == "affine" else ((m, n, kk), (kk, m, n))
+        dweights, dinput = ((kk, m, n), (m, n, kk)) if node.type == "affine" else ((m, n, kk), (kk, m, n))
         shapes += [(m, kk, n), dweights] + ([dinput] if trained_below else [])
         trained_below = True
-    return shapes
+    return trained_below
 
 
 def step_flops(network, batch: int) -> int:

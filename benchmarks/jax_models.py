@@ -1,8 +1,11 @@
 """The JAX twin of a built Laminae network, trained the same way, written the fast way.
 
 Like the PyTorch twin, it is translated from the Laminae network itself (layer
-types, fields, inferred shapes) and starts from the same weights, loss and SGD
-settings, so a wrong translation shows up as a different first-batch loss.
+types, fields, inferred shapes) and starts from the same weights, batch-norm
+running averages, loss and SGD settings, so a wrong translation shows up as a
+different first-batch loss.  Composite layers are translated recursively: a
+residual block is ``main(x) + shortcut(x)`` (or ``+ x``), branches are added
+or concatenated on the channel axis, a sequence or repeat runs in line.
 
 It is written the way a JAX user after speed would write it on a CPU, so that
 a win against it is a real one:
@@ -14,8 +17,18 @@ a win against it is a real one:
 - the parameter, velocity and counter buffers donated, so XLA updates them in place;
 - NHWC layout (NCHW was 35-40% slower); the first affine layer after a
   convolution gets its weight rows reordered to match;
-- convolution as k*k shifted slices and one matrix product: XLA's own
-  convolution had a slow weight gradient;
+- an unpadded convolution as k*k shifted slices and one matrix product:
+  XLA's own convolution had a slow weight gradient, and was still 15-20%
+  slower at simple_cnn's and lenet's (17.2 against 14.4 ms a step, 12.7
+  against 11.4);
+- a padded one by XLA's ``conv_general_dilated``: with its 3x3
+  convolutions so, fashion_resnet took 62-64 ms a step, against 136 ms with
+  every convolution as shifted slices (batch 64, 2 CPUs, measured while the
+  machine was busy with other work: rough figures);
+- batch norm's variance as the mean square about the mean: flax's one-pass
+  ``E[x^2] - E[x]^2`` was no faster (54 ms a step either way) and strayed
+  from Laminae's loss by 5e-6 on flattened features; the running averages are
+  carried through the step with the parameters, and donated alike;
 - a max-pool gradient that goes to the first maximum of each window, as
   PyTorch's does (``jnp.max``'s own splits ties), through ``jax.custom_vjp``;
 - ``jax.nn.relu`` rather than ``jnp.maximum``.
@@ -27,11 +40,14 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Callable
+import zlib
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+import laminae_models as lm
 
 # JAX warns at every os.fork(); the only forks in the benchmarks are Laminae's
 # data-parallel workers, which never call JAX.
@@ -105,53 +121,179 @@ def _avg_pool(size: int, stride: int) -> Apply:
     return lambda p, x: sum(_views(x, size, stride)) / (size * size)
 
 
+def _xla_conv(size: int, stride: int, pad: int) -> Apply:
+    """NHWC convolution by XLA itself; the weight is stored as for :func:`_conv`,
+    rows in (row, column, channel) order, which is HWIO once reshaped."""
+
+    def apply(p: Params, x: jax.Array) -> jax.Array:
+        w = p["W"].reshape(size, size, x.shape[-1], -1)
+        out = jax.lax.conv_general_dilated(x, w, (stride, stride), [(pad, pad)] * 2,
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return out + p["b"] if "b" in p else out
+
+    return apply
+
+
 def _affine(p: Params, x: jax.Array) -> jax.Array:
     out = x.reshape(len(x), -1) @ p["W"]
     return out + p["b"] if "b" in p else out
 
 
-def _layer(kind: str, layer) -> Apply:
-    if kind == "affine":
-        return _affine
-    if kind == "conv":
-        return _conv(layer.size, layer.stride, layer.pad)
-    if kind == "pool" and layer.mode == "max":
-        return _max_pool(layer.size, layer.stride)
+Order = np.ndarray | None
+"""Where the features of a one-axis activation come from: the twin's feature
+``i`` is Laminae's feature ``order[i]`` (an image flattened in NHWC order has
+its features in H, W, C order, Laminae's in C, H, W order); None: the same."""
+
+
+class Mode(NamedTuple):
+    """What a forward pass is: ``training`` (batch statistics, dropout), and the
+    step's dropout key (None: no dropout, as in the first-loss check)."""
+
+    training: bool
+    key: jax.Array | None
+
+
+class Twin(NamedTuple):
+    """A translated layer, or several: ``apply(params, state, x, mode) -> (x, state)``
+    and its initial ``params`` and ``state`` (batch norm's running averages),
+    pytrees of float32 arrays."""
+
+    apply: Callable
+    params: Any
+    state: Any
+
+
+def _stateless(function: Apply) -> Callable:
+    return lambda p, s, x, mode: (function(p, x), s)
+
+
+def _batchnorm(momentum: float, eps: float) -> Callable:
+    """Per channel (NHWC's last axis, an ``(N, F)`` batch's features): in training,
+    the batch's mean and variance, and the running averages moved, the variance
+    unbiased, as PyTorch and Laminae keep it."""
+
+    def apply(p, s, x, mode):
+        axes = tuple(range(x.ndim - 1))
+        if mode.training:
+            mean = jnp.mean(x, axes)
+            var = jnp.mean(jnp.square(x - mean), axes)
+            count = x.size // x.shape[-1]
+            s = {"running_mean": (1 - momentum) * s["running_mean"] + momentum * mean,
+                 "running_var": (1 - momentum) * s["running_var"] + (momentum * count / (count - 1)) * var}
+        else:
+            mean, var = s["running_mean"], s["running_var"]
+        scale = jax.lax.rsqrt(var + eps)
+        scale = scale * p["gamma"] if "gamma" in p else scale
+        shift = p["beta"] - mean * scale if "beta" in p else -mean * scale
+        return x * scale + shift, s
+
+    return apply
+
+
+def _dropout(rate: float, salt: int) -> Callable:
+    """Inverted dropout with a key of its own (the step's, folded with ``salt``)."""
+
+    def apply(p, s, x, mode):
+        if not mode.training or mode.key is None:
+            return x, s
+        keep = jax.random.bernoulli(jax.random.fold_in(mode.key, salt), 1 - rate, x.shape)
+        return jnp.where(keep, x * (1 / (1 - rate)), 0.0), s
+
+    return apply
+
+
+SIMPLE = {
+    "relu": lambda p, x: jax.nn.relu(x),
+    "sigmoid": lambda p, x: jax.nn.sigmoid(x),
+    "flatten": lambda p, x: x.reshape(len(x), -1),
+    "global_avg_pool": lambda p, x: jnp.mean(x, axis=(1, 2)),
+}
+"""Layers with neither parameters nor fields, as functions of ``(params, x)``."""
+
+
+def _flat_order(chw: tuple[int, ...]) -> np.ndarray:
+    """The :data:`Order` of a ``(C, H, W)`` image flattened from NHWC."""
+    return np.arange(int(np.prod(chw))).reshape(chw).transpose(1, 2, 0).ravel()
+
+
+def _leaf(node, order: Order) -> tuple[Twin, Order]:
+    """One layer in the twin's layout, and the :data:`Order` of its output."""
+    kind, layer, shape_in = node.type, node.layer, tuple(node.input_shape)
+    # Copies: on a CPU, jax.device_put may share a numpy array's memory, which
+    # Laminae's own training would then update in place under the twin.
+    params = {k: np.array(v, dtype=np.float32) for k, v in layer.params.items()}
+    flat_input = _flat_order(shape_in) if len(shape_in) == 3 else order
+    if kind == "conv":  # (F, C, k, k) -> (k * k * C, F): rows in the order of the shifted views
+        params["W"] = params["W"].transpose(2, 3, 1, 0).reshape(-1, params["W"].shape[0])
+        conv = _xla_conv if layer.pad else _conv
+        return Twin(_stateless(conv(layer.size, layer.stride, layer.pad)), params, {}), None
+    if kind == "affine":  # its rows in the order the twin's features come in
+        params["W"] = params["W"] if flat_input is None else params["W"][flat_input]
+        return Twin(_stateless(_affine), params, {}), None
+    if kind == "batchnorm":
+        state = {k: np.array(v, dtype=np.float32) for k, v in layer.state_dict().items()}
+        if order is not None:  # one-axis features flattened from NHWC: each its own statistics
+            params, state = ({k: v[order] for k, v in d.items()} for d in (params, state))
+        return Twin(_batchnorm(layer.momentum, layer.eps), params, state), order
+    if kind == "dropout":
+        return Twin(_dropout(layer.rate, zlib.crc32(node.path.encode())), {}, {}), order
     if kind == "pool":
-        return _avg_pool(layer.size, layer.stride)
-    if kind == "flatten":
-        return lambda p, x: x.reshape(len(x), -1)
-    if kind == "relu":
-        return lambda p, x: jax.nn.relu(x)
-    if kind == "sigmoid":
-        return lambda p, x: jax.nn.sigmoid(x)
+        pool = _max_pool if layer.mode == "max" else _avg_pool
+        return Twin(_stateless(pool(layer.size, layer.stride)), {}, {}), None
+    if kind in SIMPLE:
+        out_order = {"flatten": flat_input, "global_avg_pool": None}.get(kind, order)
+        return Twin(_stateless(SIMPLE[kind]), {}, {}), out_order
     raise NotImplementedError(f"no JAX translation for layer {kind!r}")
 
 
-def _weights(kind: str, layer, chw: tuple[int, ...] | None) -> dict[str, np.ndarray]:
-    """The layer's parameters in the twin's layout; ``chw``: the image shape an
-    affine layer's input was flattened from, if any (its rows are reordered
-    from Laminae's C, H, W order to NHWC's H, W, C)."""
-    params = {k: np.asarray(v, dtype=np.float32) for k, v in layer.params.items()}
-    if kind == "conv":  # (F, C, k, k) -> (k * k * C, F): rows in the order of the shifted views
-        params["W"] = params["W"].transpose(2, 3, 1, 0).reshape(-1, params["W"].shape[0])
-    elif kind == "affine" and chw is not None:
-        c, h, w = chw
-        params["W"] = params["W"].reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(c * h * w, -1)
-    return params
+def _group(twins: list[Twin], apply: Callable) -> Twin:
+    return Twin(apply, [twin.params for twin in twins], [twin.state for twin in twins])
 
 
-def from_network(network) -> tuple[list[Apply], list[dict[str, np.ndarray]]]:
-    """The twin's layers (functions of ``(params, x)``) and their initial parameters."""
-    applies, params, chw = [], [], None
-    in_shapes = [network.input_shape, *network.shapes[:-1]]
-    for kind, layer, shape_in in zip(network.names, network.layers, in_shapes):
-        chw = tuple(shape_in) if len(shape_in) == 3 else chw
-        applies.append(_layer(kind, layer))
-        params.append(_weights(kind, layer, chw))
-        if kind == "affine":
-            chw = None
-    return applies, params
+def _chain(nodes, order: Order) -> tuple[Twin, Order]:
+    """Layers in order (a network, a path of a composite), composites translated recursively."""
+    twins = []
+    for node in nodes:
+        inner = lm.inner_paths(node)
+        twin, order = _leaf(node, order) if inner is None else _composite(node, *inner, order)
+        twins.append(twin)
+
+    def apply(params, state, x, mode):
+        states = []
+        for twin, p, s in zip(twins, params, state):
+            x, s = twin.apply(p, s, x, mode)
+            states.append(s)
+        return x, states
+
+    return _group(twins, apply), order
+
+
+def _composite(node, merge: str | None, paths: list, order: Order) -> tuple[Twin, Order]:
+    """A residual block, branches or a sequence: its paths on the same input, their
+    outputs added or concatenated along the channels (NHWC's last axis).  Paths
+    whose features come in different orders are first put back in Laminae's
+    (a gather, for one-axis features flattened from NHWC, and only then)."""
+    translated = [_chain(path, order) for path in paths]
+    if merge is None:
+        return translated[0]
+    twins, orders = zip(*translated)
+    alike = all(o is None for o in orders) or all(o is not None and np.array_equal(o, orders[0]) for o in orders)
+    if merge == "add" and alike:
+        gathers, order = [None] * len(orders), orders[0]
+    else:
+        gathers, order = [None if o is None else np.argsort(o) for o in orders], None
+
+    def apply(params, state, x, mode):
+        outs, states = zip(*(twin.apply(p, s, x, mode) for twin, p, s in zip(twins, params, state)))
+        outs = [out if gather is None else out[:, gather] for out, gather in zip(outs, gathers)]
+        return (functools.reduce(jnp.add, outs) if merge == "add" else jnp.concatenate(outs, axis=-1)), list(states)
+
+    return _group(list(twins), apply), order
+
+
+def from_network(network) -> Twin:
+    """The twin of ``network``: its function, initial parameters and state."""
+    return _chain(network.chain.nodes, None)[0]
 
 
 def _cross_entropy(out: jax.Array, y: jax.Array) -> jax.Array:
@@ -185,32 +327,35 @@ class JaxTrainer:
     """Trains the twin in shuffled mini-batches, as ``Model.fit`` does."""
 
     def __init__(self, network, loss: str, sgd: dict, seed: int = 0) -> None:
-        applies, params = from_network(network)
+        twin = from_network(network)
         loss_of = LOSSES[loss]
 
-        def forward_loss(params, x, y):
-            for apply, p in zip(applies, params):
-                x = apply(p, x)
-            return loss_of(x, y)
+        def forward_loss(params, state, x, y, key, training):
+            out, state = twin.apply(params, state, x, Mode(training, key))
+            return loss_of(out, y), state
 
         update = _sgd(**sgd)
         keeps_velocity = bool(sgd.get("momentum"))
+        drops = any(node.type == "dropout" for node in network.nodes.values())
 
-        def step(state, x, y, order, batch_size):
-            params, velocity, i = state
+        def step(carry, x, y, order, batch_size):
+            params, velocity, state, key, i = carry
             rows = jax.lax.dynamic_slice_in_dim(order, i * batch_size, batch_size)
-            value, grads = jax.value_and_grad(forward_loss)(params, x[rows], y[rows])
+            key, draw = jax.random.split(key) if drops else (key, None)
+            (value, state), grads = jax.value_and_grad(forward_loss, has_aux=True)(
+                params, state, x[rows], y[rows], draw, True)
             if keeps_velocity:
                 pairs = jax.tree.map(update, params, grads, velocity)
                 params, velocity = jax.tree.transpose(jax.tree.structure(params), jax.tree.structure((0, 0)), pairs)
             else:
                 params = jax.tree.map(lambda w, g: update(w, g, None)[0], params, grads)
-            return (params, velocity, i + 1), value  # the loss stays on the device, as a user would log it
+            return (params, velocity, state, key, i + 1), value  # the loss stays on the device, as a user would log it
 
-        self.loss = jax.jit(forward_loss)
+        self.loss = jax.jit(forward_loss, static_argnames="training")
         self._step = jax.jit(step, static_argnames="batch_size", donate_argnums=0)
-        self.params = jax.device_put(params)
+        self.params, self.state = jax.device_put(twin.params), jax.device_put(twin.state)
         self.velocity = jax.tree.map(jnp.zeros_like, self.params) if keeps_velocity else ()
+        self.key = jax.random.key(seed) if drops else None
         self.rng = np.random.default_rng(seed)
 
     @staticmethod
@@ -223,11 +368,13 @@ class JaxTrainer:
         """One epoch over ``data`` (from ``to_device``), in whole batches."""
         x, y = data
         order = jax.device_put(self.rng.permutation(len(x)).astype(np.int32))
-        state = (self.params, self.velocity, jnp.zeros((), jnp.int32))
+        carry = (self.params, self.velocity, self.state, self.key, jnp.zeros((), jnp.int32))
         for _ in range(len(x) // batch_size):
-            state, _ = self._step(state, x, y, order, batch_size=batch_size)
-        self.params, self.velocity, _ = jax.block_until_ready(state)
+            carry, _ = self._step(carry, x, y, order, batch_size=batch_size)
+        self.params, self.velocity, self.state, self.key, _ = jax.block_until_ready(carry)
 
-    def first_loss(self, x: np.ndarray, y: np.ndarray) -> float:
-        """The loss on one NCHW numpy batch, without training."""
-        return float(self.loss(self.params, *self.to_device(x, y)))
+    def first_loss(self, x: np.ndarray, y: np.ndarray, training: bool = True) -> float:
+        """The loss on one NCHW numpy batch, without training: in training mode
+        (batch statistics; dropout off), else with the running averages."""
+        value, _ = self.loss(self.params, self.state, *self.to_device(x, y), None, training)
+        return float(value)

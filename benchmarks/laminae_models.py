@@ -15,7 +15,9 @@ from laminae.registry import make_registry
 from laminae.network.spec import read_toml, resolve_document
 
 ROOT = Path(__file__).resolve().parent.parent
-NETWORKS = ("dnn", "two_layer", "simple_cnn", "sigmoid_net", "lenet")
+NETWORKS = ("dnn", "two_layer", "simple_cnn", "sigmoid_net", "lenet", "fashion_resnet")
+"""run.py's default rows: the five classic networks and a small ResNet (composite
+layers, batch norm) on Fashion-MNIST."""
 
 
 def models_toml() -> Path:
@@ -34,6 +36,13 @@ def load_specs(path: Path | None = None) -> dict[str, dict[str, Any]]:
     return resolve_document(read_toml(path), make_registry(), str(path))
 
 
+def without_augmentation(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` without ``train.augment``: the twins train on the batches as they
+    are, so Laminae does too (a flip and a crop per batch are data work, not the
+    training step the table compares)."""
+    return {**spec, "train": {key: value for key, value in spec.get("train", {}).items() if key != "augment"}}
+
+
 def train(model, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> None:
     """One epoch over ``x`` through ``Model.fit``: shuffling, batching, step."""
     model.fit(x, y, epochs=1, batch_size=batch_size, seed=seed, progress=False)
@@ -41,7 +50,9 @@ def train(model, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> No
 
 SGD_OPTIONS = ("lr", "momentum", "nesterov", "weight_decay")
 """Laminae's SGD fields, which ``torch.optim.SGD`` spells the same way.  ``decay``
-(a learning-rate schedule) is left out: it changes the step size, not the work."""
+and ``schedule`` (learning-rate schedules, which Laminae applies at every step)
+are left out: the twins keep ``lr`` throughout, since the rate changes the step
+size, not the work."""
 
 
 def hyperparameters(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -58,3 +69,40 @@ def layer_fields(network) -> list[tuple[str, dict[str, Any], dict[str, np.ndarra
         (kind, {k: getattr(layer, k) for k in ("stride", "pad", "size", "mode") if hasattr(layer, k)}, layer.params)
         for kind, layer in zip(network.names, network.layers)
     ]
+
+
+def inner_paths(node) -> tuple[str | None, list[list[Any]]] | None:
+    """How a composite layer runs the layers inside it: ``(merge, paths)``, each
+    path the :class:`laminae.protocols.Node` list of a chain it runs in order (an
+    empty one is the input itself), and ``merge`` how their outputs combine:
+    ``"add"``, ``"concat"`` (along the channel axis) or None (one path, a
+    sequence).  None for a leaf layer.  A residual block's paths are its main
+    path and its shortcut; a repeat's one path holds its ``times`` copies of its
+    layers in a row."""
+    layer = node.layer
+    if node.type == "residual":
+        return "add", [layer._main.nodes, layer._side.nodes if layer._side is not None else []]
+    if node.type == "branches":
+        return layer.merge, [chain.nodes for chain in layer._chains]
+    if node.type in ("sequential", "repeat"):
+        return None, [layer._chain.nodes]
+    return None
+
+
+def training_loss(model, x: np.ndarray, y: np.ndarray) -> float:
+    """The loss of one training-mode forward pass on ``x`` (batch norm with the
+    batch's statistics), the network left as it was: its state (running
+    averages) restored, and its dropout layers off for the pass, since no twin
+    draws Laminae's masks."""
+    network = model.network
+    saved = network.state_dict()
+    dropouts = [node.layer for node in network.nodes.values() if node.type == "dropout"]
+    rates = [layer.rate for layer in dropouts]
+    try:
+        for layer in dropouts:
+            layer.rate = 0.0
+        return float(model.loss.forward(network.forward(x, training=True), y))
+    finally:
+        for layer, rate in zip(dropouts, rates):
+            layer.rate = rate
+        network.load_state_dict(saved)

@@ -38,12 +38,14 @@ PEERS = {"jax": "JAX", "torch": "PyTorch"}
 """The compiled frameworks Laminae is ranked against (``L/best``), by run name."""
 
 
-def load_data(data_dir: str | None, full: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
-    """MNIST training images from ``data_dir``, else the bundled sample, else noise."""
+def load_data(data_dir: str | None, full: bool = True, dataset: str = "mnist") -> tuple[np.ndarray, np.ndarray, str]:
+    """``dataset``'s training images (``mnist``, ``fashion-mnist``) from ``data_dir``,
+    else the bundled MNIST sample, else noise."""
     from laminae.registry import make_registry
 
     registry = make_registry()
-    attempts = [("mnist", {"download": False}, [data_dir])] if data_dir and full else []
+    full = full and dataset != "mnist-sample"
+    attempts = [(dataset, {"download": False}, [data_dir])] if data_dir and full else []
     attempts.append(("mnist-sample", {}, []))
     for name, options, roots in attempts:
         try:
@@ -52,7 +54,7 @@ def load_data(data_dir: str | None, full: bool = True) -> tuple[np.ndarray, np.n
         except Exception as exc:  # noqa: BLE001 - any failure means: try the next source
             print(f"({name} unavailable: {exc})", file=sys.stderr)
     rng = np.random.default_rng(0)
-    return rng.random((5000, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 5000), "random data (no MNIST found)"
+    return rng.random((5000, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 5000), f"random data (no {dataset} found)"
 
 
 class Contenders:
@@ -64,7 +66,7 @@ class Contenders:
     def __init__(self, spec: dict, x: np.ndarray, y: np.ndarray, batch: int,
                  jax_twin=None, torch_twin=None, tutorial: bool = True) -> None:
         self.batch, self.x, self.y = batch, x, y
-        self.model = laminae.build(spec)
+        self.model = laminae.build(lm.without_augmentation(spec))
         loss, sgd = lm.hyperparameters(spec)
         self.runs = {"laminae": lambda: lm.train(self.model, x, y, batch, seed=0)}
         if jax_twin is not None:
@@ -84,26 +86,29 @@ class Contenders:
                 x64, rng = x.astype(np.float64), np.random.default_rng(0)
                 self.runs["tutorial"] = lambda: self.tutorial.train(x64, y, batch, rng)
 
-    def initial_losses(self) -> dict[str, float]:
-        """Each twin's loss on the first batch before training: equal if the translation is right."""
+    def initial_losses(self, training: bool = True) -> dict[str, float]:
+        """Each twin's loss on the first batch before training, in training mode
+        (batch norm with the batch's statistics; dropout off) or not: equal if
+        the translation is right."""
         xb, yb = self.x[: self.batch], self.y[: self.batch]
-        out = {"laminae": self.model.loss.forward(self.model.network.forward(xb), yb)}
+        if training:
+            out = {"laminae": lm.training_loss(self.model, xb, yb)}
+        else:
+            out = {"laminae": self.model.loss.forward(self.model.network.forward(xb), yb)}
         if "jax" in self.runs:
-            out["jax"] = self.jax.first_loss(xb, yb)
+            out["jax"] = self.jax.first_loss(xb, yb, training)
         if "torch" in self.runs:
-            import torch
-
-            with torch.no_grad():
-                out["torch"] = float(self.torch.loss(self.torch.model(torch.from_numpy(xb)), torch.from_numpy(yb)))
+            out["torch"] = self.torch.first_loss(xb, yb, training)
         if self.tutorial is not None:
             out["tutorial"] = float(self.tutorial.loss(xb.astype(np.float64), yb))
         return out
 
     def check_losses(self, name: str) -> None:
-        """Print a WARNING if the twins disagree on the first batch's loss."""
-        losses = self.initial_losses()
-        if max(losses.values()) - min(losses.values()) > 1e-3 * max(1.0, abs(losses["laminae"])):
-            print(f"WARNING {name}: the twins disagree on the initial loss {losses}")
+        """Print a WARNING if the twins disagree on the first batch's loss, in either mode."""
+        for mode, training in (("training", True), ("inference", False)):
+            losses = self.initial_losses(training)
+            if max(losses.values()) - min(losses.values()) > 1e-3 * max(1.0, abs(losses["laminae"])):
+                print(f"WARNING {name}: the twins disagree on the initial loss in {mode} mode {losses}")
 
     def warm_up(self) -> None:
         """One whole run of each, untimed: PyTorch takes a while to settle, JAX compiles."""
@@ -168,7 +173,7 @@ def peak_rss_mb() -> float:
 def rss_worker(args: argparse.Namespace) -> None:
     """Child process: train one network on the full data set, then report peak RSS (MB)."""
     spec = lm.load_specs(args.models)[args.rss_worker]
-    x, y, _ = load_data(args.data_dir)
+    x, y, _ = load_data(args.data_dir, dataset=spec["train"]["dataset"])
     loaded = peak_rss_mb()
     start = time.perf_counter()
     lm.train(laminae.build(spec), x, y, spec["train"]["batch_size"], seed=0)
@@ -206,8 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=THREADS,
                         help="cores for every framework: BLAS and PyTorch threads, the CPUs JAX may use (default 2)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best is kept (default 3)")
-    parser.add_argument("--networks", default=",".join(lm.NETWORKS), help="comma-separated models.toml names")
-    parser.add_argument("--data-dir", help="folder holding mnist/ (default: the bundled 5,000-digit sample)")
+    parser.add_argument("--networks", help="comma-separated models.toml names (default: "
+                        + ", ".join(lm.NETWORKS) + ", those the models file has)")
+    parser.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/"
+                                           " (default: the bundled 5,000-digit sample)")
     parser.add_argument("--models", type=Path, help="models.toml to read (default: the project's)")
     parser.add_argument("--no-jax", action="store_true", help="leave JAX out")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
@@ -220,8 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     specs = lm.load_specs(args.models)
-    x, y, source = load_data(args.data_dir)
-    print(f"data: {source}")
+    names = choose_networks(args.networks, specs)
+    data = {}
+    for dataset in dict.fromkeys(specs[name]["train"]["dataset"] for name in names):
+        x, y, source = load_data(args.data_dir, dataset=dataset)
+        data[dataset] = x, y
+        print(f"data for {dataset}: {source}")
     jax_twin, torch_twin = import_twins(args)  # only here, so the peak-memory child never loads them
     with_torch = torch_twin is not None
     peak = gemm_peak.gemm_peak()
@@ -229,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"best of {args.rounds} alternating rounds of {per_run} each\n")
 
     contenders, batches = {}, {}
-    for name in args.networks.split(","):
+    for name in names:
         spec = specs[name]
+        x, y = data[spec["train"]["dataset"]]
         batch = spec["train"]["batch_size"]
         batches[name] = min(args.batches or -(-args.samples // batch), len(x) // batch)
         count = batches[name] * batch
@@ -245,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         batch, network, seconds = each.batch, each.model.network, seconds_by_network[name]
         rate = {k: batches[name] * batch / s for k, s in seconds.items()}
         flops = None
-        if "conv" in network.names:
+        if any(node.type == "conv" for node in network.nodes.values()):
             flops = gemm_peak.step_flops(network, batch) * batches[name] / seconds["laminae"]
         rows.append((name, batch, rate, flops))
         alone = gemm_floors(network, batch, args.threads, with_torch)
@@ -265,6 +277,21 @@ def main(argv: list[str] | None = None) -> int:
         print(measure_rss(args, "simple_cnn"))
     print("targets missed: " + ("; ".join(misses) if misses else "none"))
     return 0
+
+
+def choose_networks(networks: str | None, specs: dict) -> list[str]:
+    """The networks ``--networks`` names, or by default those of ``lm.NETWORKS``
+    the models file has (a note for each it lacks)."""
+    if networks:
+        names = networks.split(",")
+        missing = [name for name in names if name not in specs]
+        if missing:
+            raise SystemExit(f"not in the models file: {', '.join(missing)} (it has {', '.join(specs)})")
+        return names
+    for name in lm.NETWORKS:
+        if name not in specs:
+            print(f"({name} is not in the models file: no row for it)")
+    return [name for name in lm.NETWORKS if name in specs]
 
 
 def check_targets(name: str, rate: dict[str, float], fraction: float | None) -> list[str]:

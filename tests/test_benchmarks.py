@@ -7,7 +7,7 @@ would make its column a lie; the commands themselves must run end to end.
 
 JAX is the optional `bench` extra: the tests that need it are skipped where
 it is not installed, and run it in child processes only, so this process
-never imports it (nor forks with its threads running).
+never imports it (nor forks with its threads running); PyTorch likewise.
 """
 from __future__ import annotations
 
@@ -21,13 +21,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import laminae
-from benchmarks import laminae_models
-from benchmarks.gemm_peak import _numpy_forms, step_flops, step_gemms
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(ROOT / "benchmarks"))  # the benchmark modules import each other by bare name, as the scripts run
+
+import laminae  # noqa: E402
+from benchmarks import laminae_models  # noqa: E402
+from benchmarks.gemm_peak import _numpy_forms, step_flops, step_gemms  # noqa: E402
+
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
                                reason="jax is not installed (the optional `bench` extra)")
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                 reason="torch is not installed (the optional `bench` extra)")
 
 
 def bench(*args: str, env: dict | None = None) -> str:
@@ -85,6 +89,24 @@ def test_conv_products_are_filters_by_window_weights_by_positions():
     ]
 
 
+def test_step_gemms_include_the_layers_inside_composite_layers():
+    layers = [
+        {"type": "conv", "filters": 4, "size": 3, "pad": 1},
+        {"type": "residual", "layers": [{"type": "conv", "filters": 6, "size": 3, "pad": 1}],
+         "shortcut": [{"type": "conv", "filters": 6, "size": 1}]},
+        {"type": "global_avg_pool"},
+        {"type": "affine", "units": 10},
+    ]
+    model = laminae.build({"input": [1, 8, 8], "layers": layers, **TRAINING})
+    positions = 2 * 8 * 8
+    assert step_gemms(model.network, 2) == [
+        (4, 9, positions), (4, positions, 9),  # the first conv: no input gradient
+        (6, 36, positions), (6, positions, 36), (36, 6, positions),  # the residual block's main path
+        (6, 4, positions), (6, positions, 4), (4, 6, positions),  # its shortcut
+        (2, 6, 10), (6, 2, 10), (2, 10, 6),
+    ]
+
+
 def test_the_benchmark_command_prints_both_tables():
     out = bench("benchmarks/run.py", "--networks", "two_layer", "--batches", "2", "--rounds", "1",
                 "--no-rss", "--no-torch", "--no-jax", "--threads", "1")
@@ -131,34 +153,139 @@ def test_the_sweep_includes_jax():
     assert "JAX/s" in out and "L/best" in out
 
 
-FIRST_LOSSES = """
+TWIN_LOSSES = """
 import json, sys
+sys.path.append("benchmarks")
 import numpy as np
 import laminae
-from benchmarks import jax_models, laminae_models
+import laminae_models
+from {module} import {trainer} as Trainer
 
-specs, rng, out = laminae_models.load_specs(), np.random.default_rng(0), {}
+
+def set_apart(network, rng):  # biases, gammas, betas, running averages unequal, so a twin mixing them up shows
+    for node in network.nodes.values():
+        for array in node.layer.params.values():
+            if array.ndim == 1:
+                array += 0.1 * rng.standard_normal(array.shape, dtype=array.dtype)
+    state = network.state_dict()
+    for key, value in state.items():
+        if key.endswith("running_mean"):
+            value += rng.uniform(-0.5, 0.5, value.shape).astype(value.dtype)
+        elif key.endswith("running_var"):
+            value *= rng.uniform(0.5, 1.5, value.shape).astype(value.dtype)
+    network.load_state_dict(state)
+
+
+specs, rng, out = laminae_models.load_specs(), np.random.default_rng(0), {{}}
+specs.update(json.loads(sys.argv[1]))
 x, y = rng.random((16, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 16)
-for name in laminae_models.NETWORKS:
-    model = laminae.build(specs[name])
+for name in [name for name in json.loads(sys.argv[2]) if name in specs]:
+    model = laminae.build(laminae_models.without_augmentation(specs[name]))
+    set_apart(model.network, rng)
     loss, sgd = laminae_models.hyperparameters(specs[name])
-    twin = jax_models.JaxTrainer(model.network, loss, sgd)
-    out[name] = [model.loss.forward(model.network.forward(x), y), twin.first_loss(x, y)]
+    twin = Trainer(model.network, loss, sgd)
+    out[name] = []
+    for step in range(json.loads(sys.argv[3]) + 1):  # the losses before each step, in training mode, then in inference
+        if step:
+            model.fit(x, y, epochs=1, batch_size=len(x), seed=0, threads=1, progress=False)
+            twin.train(*((twin.to_device(x, y),) if hasattr(twin, "to_device") else (x, y)), len(x))
+        out[name].append([laminae_models.training_loss(model, x, y), twin.first_loss(x, y),
+                          model.loss.forward(model.network.forward(x), y), twin.first_loss(x, y, training=False)])
 print(json.dumps(out))
 """
 
 
+def twin_losses(module: str, names, specs: dict | None = None, steps: int = 0) -> dict[str, list]:
+    """``{network: [[Laminae, twin, Laminae, twin] before each step]}``: the losses
+    on one batch of 16 random images in training mode, then in inference mode,
+    before training and after each of ``steps`` steps on that batch (Laminae on
+    one thread, so its batch norm sees the whole batch), computed in a child
+    process; ``specs`` adds networks to the catalogue's.  The twin is made
+    after Laminae's biases, batch-norm parameters and running averages are set
+    apart (``set_apart``)."""
+    trainer = {"jax_models": "JaxTrainer", "torch_models": "TorchTrainer"}[module]
+    args = [json.dumps(value) for value in (specs or {}, list(names), steps)]
+    return json.loads(bench("-c", TWIN_LOSSES.format(module=module, trainer=trainer), *args).splitlines()[-1])
+
+
+def conv(filters: int, size: int = 3, stride: int = 1) -> dict:
+    return {"type": "conv", "filters": filters, "size": size, "stride": stride, "pad": size // 2, "bias": False}
+
+
+COMPOSITES = {
+    "small_resnet": {  # a projection block, then an identity one: fashion_resnet's parts, small
+        "input": [1, 28, 28],
+        "layers": [
+            conv(4), {"type": "batchnorm"}, {"type": "relu"}, {"type": "pool", "size": 2},
+            {"type": "residual",
+             "layers": [conv(8, stride=2), {"type": "batchnorm"}, {"type": "relu"}, conv(8), {"type": "batchnorm"}],
+             "shortcut": [conv(8, size=1, stride=2), {"type": "batchnorm"}]},
+            {"type": "relu"},
+            {"type": "residual", "layers": [conv(8), {"type": "batchnorm", "momentum": 0.3, "eps": 1e-3}]},
+            {"type": "relu"}, {"type": "global_avg_pool"}, {"type": "affine", "units": 10},
+        ],
+        "loss": {"type": "softmax_cross_entropy"},
+        "optimizer": {"type": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0005},
+    },
+    "branchy": {  # concatenated branches, flattened NHWC features (batch norm, a residual block), a sequence, a repeat
+        "input": [1, 28, 28],
+        "layers": [
+            {"type": "branches", "merge": "concat", "branches": [[conv(3, size=1)], [conv(2), {"type": "relu"}]]},
+            {"type": "pool", "size": 4}, {"type": "flatten"}, {"type": "batchnorm", "momentum": 0.9},
+            {"type": "residual", "layers": [{"type": "affine", "units": 245}]},  # adds features in two orders
+            {"type": "sequential", "layers": [{"type": "affine", "units": 12}, {"type": "relu"}]},
+            {"type": "repeat", "times": 2, "layers": [{"type": "affine", "units": 12}, {"type": "sigmoid"}]},
+            {"type": "residual", "layers": [{"type": "affine", "units": 12}, {"type": "batchnorm", "affine": False}]},
+            {"type": "affine", "units": 10},
+        ],
+        "loss": {"type": "softmax_cross_entropy"},
+        "optimizer": {"type": "sgd", "lr": 0.1, "momentum": 0.9},
+    },
+}
+"""Networks of composite layers, in the catalogue's form, for the twins' tests."""
+DROPOUT = {
+    "input": [1, 28, 28],
+    "layers": [{"type": "affine", "units": 20}, {"type": "dropout", "rate": 0.5}, {"type": "batchnorm"},
+               {"type": "affine", "units": 10}],
+    "loss": {"type": "softmax_cross_entropy"},
+    "optimizer": {"type": "sgd", "lr": 0.1},
+}
+CLASSIC = ["dnn", "two_layer", "simple_cnn", "sigmoid_net", "lenet"]
+
+
+def assert_same_losses(steps: list[list[float]]) -> None:
+    """Each step's Laminae and twin losses, in both modes, alike to float32 rounding."""
+    for step, (lam_train, twin_train, lam_infer, twin_infer) in enumerate(steps):
+        assert twin_train == pytest.approx(lam_train, rel=1e-5, abs=1e-6), f"step {step}, training mode"
+        assert twin_infer == pytest.approx(lam_infer, rel=1e-5, abs=1e-6), f"step {step}, inference mode"
+
+
 @pytest.fixture(scope="module")
 def first_losses():
-    """Each network's first-batch loss in Laminae and in its JAX twin, computed in a child process."""
-    return json.loads(bench("-c", FIRST_LOSSES).splitlines()[-1])
+    """Each catalogue network's first-batch losses in Laminae and in its JAX twin, computed in a child process."""
+    return twin_losses("jax_models", [*CLASSIC, "fashion_resnet"])
 
 
 @needs_jax
-@pytest.mark.parametrize("name", ["dnn", "two_layer", "simple_cnn", "sigmoid_net", "lenet"])
+@pytest.mark.parametrize("name", [*CLASSIC, "fashion_resnet"])
 def test_the_jax_twin_computes_laminaes_first_loss(first_losses, name):
-    laminae_loss, jax_loss = first_losses[name]
-    assert jax_loss == pytest.approx(laminae_loss, rel=1e-5, abs=1e-6)
+    if name not in first_losses:
+        pytest.skip(f"{name} is not in models.toml yet")
+    assert_same_losses(first_losses[name])
+
+
+@pytest.mark.parametrize("module", [pytest.param("jax_models", marks=needs_jax),
+                                    pytest.param("torch_models", marks=needs_torch)])
+def test_the_twins_of_composite_layers_take_laminaes_first_steps(module):
+    """Residual blocks with batch norm and global average pooling (Nesterov, weight
+    decay), branches, a sequence, a repeat, batch norm on flattened features: the same
+    losses before and after each of two steps, with the batch's statistics and
+    with the running averages the steps moved.  With dropout (off in the
+    comparison): the same first losses; training draws other masks."""
+    losses = twin_losses(module, [*COMPOSITES, "dropout"], {**COMPOSITES, "dropout": DROPOUT}, steps=2)
+    for name in COMPOSITES:
+        assert_same_losses(losses[name])
+    assert_same_losses(losses["dropout"][:1])
 
 
 @pytest.mark.parametrize("name", ["dnn", "sigmoid_net"])
