@@ -50,7 +50,12 @@ class Layer(Protocol):
     layer also needs ``combine_states(states, weights) -> state``: after
     every step it gets each slice's ``state_dict()`` (its own first) and
     each slice's share of the batch, and returns the state to load (running
-    averages: their weighted mean).
+    averages: their weighted mean).  A layer whose state is a random stream
+    also has ``to_slice(index)``: called on slice ``index``'s copy (from 1)
+    once it holds the step's starting state, it makes that copy draw from
+    a stream of its own that never meets the others (the built-in dropout
+    jumps its generator ``index`` times 2**127 draws ahead); its
+    ``combine_states`` then keeps the first slice's state.
 
     A layer may also have ``absorb(previous) -> bool``, called once when a
     network is built: True means it takes over the parameter-free

@@ -14,12 +14,13 @@ The masks come from a generator spawned from ``ctx.rng`` at build: the
 same seed gives the same masks, and drawing them never shifts the numbers
 of layers built after this one.  The generator is the layer's state
 (``state_dict``), so a checkpoint keeps it and a resumed run draws the masks
-it would have drawn.  A generator cannot be split between data-parallel
-slices, so the layer has no ``combine_states`` and trains on one thread.
+it would have drawn.  Trained in slices (``threads`` above 1), slice k
+draws from the generator jumped k times 2**127 draws ahead (``to_slice``),
+and the first slice's generator goes on (``combine_states``).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import attrs
 import numpy as np
@@ -83,6 +84,8 @@ class Dropout:
     params: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
     grads: dict[str, np.ndarray] = attrs.field(init=False, factory=dict, repr=False)
     _rng: np.random.Generator | None = attrs.field(init=False, default=None, repr=False)
+    _draws: np.random.Generator | None = attrs.field(init=False, default=None, repr=False)
+    """What the masks are drawn from: ``_rng`` itself, or a slice's own stream (``to_slice``)."""
     # kept by forward for backward: the scaled mask, None when forward changed nothing
     _mask: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
     _masks: ScaledMask = attrs.field(init=False, factory=ScaledMask, repr=False)
@@ -90,14 +93,14 @@ class Dropout:
     _input_grads: Recycler = attrs.field(init=False, factory=Recycler, repr=False)
 
     def build(self, input_shape: Shape, ctx: BuildContext) -> Shape:
-        self._rng = ctx.rng.spawn(1)[0]
+        self._rng = self._draws = ctx.rng.spawn(1)[0]
         return tuple(input_shape)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         if not training or self.rate == 0:
             self._mask = None
             return x
-        self._mask = self._masks(self._rng, x, self.rate)
+        self._mask = self._masks(self._draws, x, self.rate)
         out = self._outputs.empty(x.shape, x.dtype, memory_order(x))
         return np.multiply(x, self._mask, out=out)
 
@@ -117,7 +120,20 @@ class Dropout:
             raise ValueError(f"unexpected state {unexpected[0]!r} (a dropout keeps only 'rng')")
         if "rng" not in state:
             raise ValueError("state 'rng' is missing")
-        self._rng = rng_from_array(state["rng"])
+        self._rng = self._draws = rng_from_array(state["rng"])
+
+    def to_slice(self, index: int) -> None:
+        """Slice ``index`` of a batch trained in slices (``threads`` above 1) draws
+        its masks from the generator jumped ``index`` times 2**127 draws ahead:
+        streams that never meet, all decided by the one saved generator.  The
+        saved generator itself stays as it was loaded, so this copy's state
+        is the step's starting state (the first slice's goes on)."""
+        self._draws = np.random.Generator(self._rng.bit_generator.jumped(index)) if index else self._rng
+
+    def combine_states(self, states: Sequence[Mapping[str, np.ndarray]], weights: Sequence[float]) -> dict[str, np.ndarray]:
+        """The first slice's generator goes on: it never jumped, so the other
+        slices' streams next step are still ahead of it."""
+        return dict(states[0])
 
     def onnx(self, graph: OnnxGraph, x: str) -> str:
         """An exported model only infers, where dropout changes nothing: no node."""

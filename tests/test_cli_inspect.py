@@ -90,7 +90,10 @@ def test_layers_lists_every_builtin_type_with_keys_and_doc(capsys):
     code, out, _ = run(capsys, "layers")
     assert code == 0
     names = [line.split()[0] for line in out.splitlines()]
-    assert names == ["affine", "conv", "flatten", "pool", "relu", "sigmoid"]
+    assert names == [
+        "affine", "batchnorm", "branches", "conv", "dropout", "flatten", "global_avg_pool", "pool", "relu", "repeat",
+        "residual", "sequential", "sigmoid",
+    ]
     affine = out.splitlines()[0]
     assert 'units=required, bias=true, init="he"  # Fully connected layer' in affine
 
@@ -114,7 +117,7 @@ def test_layers_of_another_kind(capsys):
 def test_layers_with_an_unknown_type_suggests(capsys):
     code, _, err = run(capsys, "layers", "cnv")
     assert_one_line_error(code, err, "layers")
-    assert "unknown layer type 'cnv'; did you mean 'conv'? (installed: affine, conv," in err
+    assert "unknown layer type 'cnv'; did you mean 'conv'? (installed: affine, batchnorm, branches, conv," in err
 
 
 def test_plugins_prints_one_stable_line_per_plugin(capsys, tmp_path):

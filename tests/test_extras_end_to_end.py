@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +44,22 @@ def test_a_model_mixing_builtin_and_extras_layers_trains(tmp_path):
     match = ACCURACY.fullmatch(done.stdout.splitlines()[-1])
     assert match, done.stdout
     assert float(match.group(1)) > 0.5 and match.group(3) == "1000"
+
+
+def test_a_composite_layer_from_the_package_trains_from_toml(tmp_path):
+    """squeeze_excite, built from the registry's own layers inside the package,
+    is found through the entry point, shown as a tree and trained."""
+    summary = laminae("summary", str(EXTRAS / "models.toml"), "se-cnn")
+    assert summary.returncode == 0, summary.stderr
+    rows = [line.split() for line in summary.stdout.splitlines()]
+    assert ["2", "squeeze_excite", "6,272", "(8,", "28,", "28)", "76"] in rows
+    assert ["2.1", "affine", "8", "(4,)", "36"] in rows
+    done = laminae("train", str(EXTRAS / "models.toml"), "se-cnn", "--epochs", "1", "--quiet", "--out", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stderr
+    match = ACCURACY.fullmatch(done.stdout.splitlines()[-1])
+    assert match and float(match.group(1)) > 0.5, done.stdout
+    with np.load(tmp_path / "run" / "model.npz") as saved:
+        assert {"param/2.1.W", "param/2.3.b"} <= set(saved.files)
 
 
 def test_the_packages_own_tests_pass():

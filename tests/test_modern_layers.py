@@ -537,3 +537,51 @@ def test_a_relu_run_inside_batchnorm_gives_the_same_bits(registry, shape, first)
         assert dx[0].tobytes() == dx[1].tobytes()
         assert all(fused.grads[k].tobytes() == apart.grads[k].tobytes() for k in fused.grads)
     assert all(fused.state_dict()[k].tobytes() == v.tobytes() for k, v in apart.state_dict().items())
+
+
+def dropout_spec(threads: int) -> dict:
+    return {
+        "input": [1, 4, 4],
+        "layers": [{"type": "affine", "units": 16}, {"type": "relu"}, {"type": "dropout", "rate": 0.4}, {"type": "affine", "units": 3}],
+        "loss": "softmax_cross_entropy",
+        "optimizer": {"type": "sgd", "lr": 0.1, "momentum": 0.9},
+        "train": {"dataset": "mnist-sample", "epochs": 3, "batch_size": 16, "threads": threads},
+    }
+
+
+def test_each_slice_draws_its_own_dropout_masks(registry):
+    """to_slice(k) moves a copy to the k-th stream; 0 leaves it where it was."""
+    layers = [laminae.Network([{"type": "dropout", "rate": 0.5}], (64,), registry=registry).layers[0] for _ in range(3)]
+    state = layers[0].state_dict()
+    for layer in layers[1:]:
+        layer.load_state_dict(state)
+    layers[2].to_slice(1)
+    x = np.ones((4, 64), np.float32)
+    masks = [layer.forward(x, True).copy() for layer in layers]
+    assert np.array_equal(masks[0], masks[1]) and not np.array_equal(masks[0], masks[2])
+    combined = layers[0].combine_states([layer.state_dict() for layer in layers], [0.4, 0.3, 0.3])
+    assert combined["rng"].tobytes() == layers[0].state_dict()["rng"].tobytes()
+
+
+def test_dropout_trains_in_slices_and_resumes_bit_for_bit(registry, tmp_path, monkeypatch):
+    from laminae.training import loop
+    from tests.training_helpers import LossSpy, params_equal, tiny_data
+
+    x, y = tiny_data()
+    reference = laminae.build(dropout_spec(2), registry=registry)
+    reference.fit(x, y, progress=False, run_dir=tmp_path / "reference")
+    stopped = laminae.build(dropout_spec(2), registry=registry)
+    stopped.loss = LossSpy(stopped.loss, at=9)  # epoch 2, batch 3
+    assert stopped.fit(x, y, progress=False, run_dir=tmp_path / "run").interrupted
+    resumed, state = laminae.load_training(tmp_path / "run", registry=registry)
+    resumed.fit(x, y, progress=False, run_dir=tmp_path / "run", resume=state)
+    assert params_equal(resumed.network, reference.network)
+    assert resumed.network.state_dict()["2.rng"].tobytes() == reference.network.state_dict()["2.rng"].tobytes()
+
+    monkeypatch.setattr(loop, "forking_works", lambda: False)  # threads instead of worker processes: the same bits
+    threaded = laminae.build(dropout_spec(2), registry=registry)
+    threaded.fit(x, y, progress=False)
+    assert params_equal(threaded.network, reference.network)
+    one = laminae.build(dropout_spec(1), registry=registry)
+    one.fit(x, y, progress=False)
+    assert not params_equal(one.network, reference.network)  # the slices drew other masks than one stream

@@ -129,8 +129,7 @@ def test_replicas_compute_in_the_models_own_dtype(registry):
     for threads in (1, 2):
         spec = conv_spec(threads=threads)
         built = laminae.build(spec, registry=registry)
-        network = laminae.Network(built.network.layers, spec["input"], dtype="float64", registry=registry,
-                                  names=built.network.names)
+        network = laminae.Network(built.network.layers, spec["input"], dtype="float64", registry=registry)
         models.append(attrs.evolve(built, network=network))
     for model in models:
         model.fit(x.astype(np.float64), y, progress=False)

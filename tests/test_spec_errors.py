@@ -190,12 +190,18 @@ def registry_with_layer(folder, type_name: str, *methods: str):
     return laminae.make_registry(plugins_dir=folder, autoload=False)
 
 
-def test_plugin_own_exception_is_kept_and_located(write, tmp_path):
+def test_a_plugins_own_exception_in_build_is_one_line_with_the_original_as_its_cause(write, tmp_path):
     registry = registry_with_layer(tmp_path / "plugs", "buggy", "def build(self, shape, ctx): return 1 // 0")
-    with pytest.raises(ZeroDivisionError) as info:
+    with pytest.raises(laminae.PluginError) as info:
         load_models(write(BASE, ('{ type = "relu" }', '{ type = "buggy" }')), registry=registry)
-    assert "(raised in layer 1 (buggy))" in info.value.__notes__
-    assert "(raised in models.toml: model 'cnn')" in info.value.__notes__
+    assert info.value.message == (
+        "models.toml: model 'cnn', layer 1 (buggy, from plugin 'buggy'):"
+        " build raised ZeroDivisionError: integer division or modulo by zero"
+    )
+    cause = info.value
+    while isinstance(cause, laminae.LaminaeError):
+        cause = cause.__cause__
+    assert isinstance(cause, ZeroDivisionError)  # its traceback: laminae --traceback
 
 
 def test_a_plugins_own_exception_from_its_constructor_is_kept_and_located(write, tmp_path):

@@ -84,14 +84,17 @@ def test_combined_running_mean_is_the_whole_batch_mean(setup):
     np.testing.assert_allclose(combined["mean"], whole.state_dict()["mean"], rtol=1e-5, atol=1e-7)
 
 
-def test_a_layer_whose_state_cannot_combine_is_still_refused(registry):
+def test_a_layer_whose_state_cannot_combine_is_still_refused():
+    import laminae_extras
+
+    registry = laminae.make_registry(plugins=[laminae_extras], autoload=False)
     spec = {
-        "input": [4], "layers": [{"type": "dropout", "rate": 0.5}, {"type": "affine", "units": 2}],
+        "input": [4], "layers": [{"type": "spatial_dropout", "rate": 0.5}, {"type": "affine", "units": 2}],
         "loss": "softmax_cross_entropy", "optimizer": "sgd", "train": {"threads": 2},
     }
     net = laminae.build(spec, registry=registry)
     with pytest.raises(laminae.TrainingError, match=(
-        r"^cannot train on 2 threads: layer 0 \(dropout, from plugin 'laminae.plugins.dropout'\) keeps state of its own"
+        r"^cannot train on 2 threads: layer 0 \(spatial_dropout, from plugin 'laminae_extras'\) keeps state of its own"
         r" and has no combine_states method; use threads = 1$"
     )):
         net.fit(np.zeros((4, 4), np.float32), np.array([0, 1, 0, 1]), progress=False)

@@ -191,7 +191,7 @@ def test_uncovered_refuses_a_plugin_that_did_not_load():
     )
 
 
-EXTRAS = ["initializers:uniform", "layers:leaky_relu", "layers:spatial_dropout", "layers:tanh", "optimizers:lion",
+EXTRAS = ["initializers:uniform", "layers:leaky_relu", "layers:spatial_dropout", "layers:squeeze_excite", "layers:tanh", "optimizers:lion",
           "schedules:cosine_restarts", "transforms:gaussian_noise"]
 
 

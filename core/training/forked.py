@@ -54,6 +54,8 @@ from laminae.training.slices import (
     combine_states,
     refuse_uncombinable_state,
     slice_bounds,
+    slice_streams,
+    start_slice,
     weigh_gradients,
     weighted_slice_step,
 )
@@ -165,7 +167,7 @@ class ForkedStep:
             np.copyto(shared[f"param/{index}"], block)
         if self._state_names:
             for name, value in network.state_dict().items():
-                np.copyto(shared[f"state/{name}"], value)
+                put_state(shared[f"state/{name}"], value)
         working = list(zip(self.started, slices[1:], weights[1:]))
         for worker, part, weight in working:
             count = part.stop - part.start
@@ -188,11 +190,12 @@ class ForkedStep:
             for worker, _, _ in working
         ]
         if self._state_names:
+            state = network.state_dict()
             other_states = [
-                {name: shared[_slot(worker.slice_number, f"state/{name}")] for name in self._state_names}
+                {name: get_state(shared[_slot(worker.slice_number, f"state/{name}")], state[name]) for name in self._state_names}
                 for worker, _, _ in working
             ]
-            combine_states(network, [network.state_dict(), *other_states], weights)
+            combine_states(network, [state, *other_states], weights)
         return combine_slices(network.grad_blocks, other_grads, weights, results)
 
     def _fail(self, worker: Worker, reply: bytes) -> NoReturn:
@@ -207,14 +210,14 @@ class ForkedStep:
         layout = {f"param/{index}": (p.shape, p.dtype) for index, p in enumerate(network.param_blocks)}
         state = {name: np.asarray(value) for name, value in network.state_dict().items()}
         self._state_names = list(state)
-        layout.update((f"state/{name}", (value.shape, value.dtype)) for name, value in state.items())
+        layout.update((f"state/{name}", state_layout(value)) for name, value in state.items())
         for number in range(2, self.workers + 1):
             layout[_slot(number, "x")] = ((capacity.rows, *capacity.x[0]), capacity.x[1])
             layout[_slot(number, "y")] = ((capacity.rows, *capacity.y[0]), capacity.y[1])
             layout[_slot(number, "labels")] = ((capacity.rows,), capacity.labels)
             layout[_slot(number, "result")] = ((2,), np.dtype(np.float64))
             layout.update((_slot(number, f"grad/{i}"), (g.shape, g.dtype)) for i, g in enumerate(network.grad_blocks))
-            layout.update((_slot(number, f"state/{name}"), (v.shape, v.dtype)) for name, v in state.items())
+            layout.update((_slot(number, f"state/{name}"), state_layout(v)) for name, v in state.items())
         try:
             self._shared, self._capacity = SharedArrays(layout), capacity
             for number in range(2, self.workers + 1):
@@ -272,11 +275,49 @@ class ForkedStep:
         self._shared, self._capacity = None, None
 
 
+BYTES_ROOM = 4096
+"""Bytes a saved-generator state (a 1-D uint8 array, whose length varies
+with the numbers in it) may take in shared memory, past its length."""
+
+
+def _is_bytes(value: np.ndarray) -> bool:
+    return value.dtype == np.uint8 and value.ndim == 1
+
+
+def state_layout(value: np.ndarray) -> tuple[tuple[int, ...], np.dtype]:
+    """The shared-memory slot for one layer-state array: its own shape, or for
+    bytes room for their length (8 bytes) and up to ``BYTES_ROOM`` more than now."""
+    if _is_bytes(value):
+        return (8 + value.size + BYTES_ROOM,), np.dtype(np.uint8)
+    return value.shape, value.dtype
+
+
+def put_state(slot: np.ndarray, value: np.ndarray) -> None:
+    """Copy a layer-state array into its slot (see :func:`state_layout`)."""
+    if not _is_bytes(value):
+        np.copyto(slot, value)
+        return
+    if value.size > slot.size - 8:
+        raise TrainingError(f"a layer's saved state grew to {value.size:,} bytes, more than training in slices has room for")
+    slot[:8] = np.frombuffer(struct.pack("<Q", value.size), np.uint8)
+    slot[8 : 8 + value.size] = value
+
+
+def get_state(slot: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """The array :func:`put_state` left in ``slot``, for a state shaped like ``like``."""
+    if not _is_bytes(like):
+        return slot
+    (size,) = struct.unpack("<Q", slot[:8].tobytes())
+    return slot[8 : 8 + size]
+
+
 def _serve(parts: ModelParts, shared: dict[str, np.ndarray], number: int, commands: int, replies: int) -> None:
     """A worker's loop: one slice per command, until told to leave or the command pipe closes."""
     network = parts.network
     grads_out = [shared[_slot(number, f"grad/{index}")] for index in range(len(network.grad_blocks))]
-    state_names = list(network.state_dict())
+    start = network.state_dict()  # for each state's kind: bytes or a fixed array
+    state_names = list(start)
+    streams = slice_streams(network)
     while True:
         command = os.read(commands, COMMAND.size)
         if len(command) < COMMAND.size:
@@ -288,13 +329,14 @@ def _serve(parts: ModelParts, shared: dict[str, np.ndarray], number: int, comman
             np.copyto(block, shared[f"param/{index}"])
         try:
             if state_names:  # the state the step starts from, copied: a layer may keep what it is given
-                network.load_state_dict({name: shared[f"state/{name}"].copy() for name in state_names})
+                network.load_state_dict({name: get_state(shared[f"state/{name}"], start[name]).copy() for name in state_names})
+                start_slice(streams, number - 1)
             x, y, labels = (shared[_slot(number, key)][:count] for key in ("x", "y", "labels"))
             loss, correct = serial_step(network, parts.loss, x, y, labels)
             weigh_gradients(network.grad_blocks, weight, out=grads_out)
             if state_names:
                 for name, value in network.state_dict().items():
-                    np.copyto(shared[_slot(number, f"state/{name}")], value)
+                    put_state(shared[_slot(number, f"state/{name}")], value)
         except Exception as exc:  # noqa: BLE001 - reported to the training process, which raises it
             os.write(replies, (b"e" + _error_text(exc).encode())[:MESSAGE_BYTES])
             continue

@@ -78,6 +78,24 @@ def refuse_uncombinable_state(network: Network, parts: int) -> None:
             )
 
 
+def slice_streams(network: Network) -> list[tuple[str, object]]:
+    """``(label, layer)`` of the layers that give each slice a random stream of
+    its own (``to_slice``), for :func:`start_slice`."""
+    return [
+        (network.layer_label(path, plugin=True), network.nodes[path].layer)
+        for path in network.stateful_layers()
+        if callable(getattr(network.nodes[path].layer, "to_slice", None))
+    ]
+
+
+def start_slice(streams: list[tuple[str, object]], index: int) -> None:
+    """Slice ``index`` (from 1), holding the step's starting state: each layer of
+    ``streams`` moves to that slice's own random stream."""
+    for label, layer in streams:
+        with blamed_on(label, "to_slice"):
+            layer.to_slice(index)
+
+
 def state_snapshot(network: Network) -> dict[str, np.ndarray]:
     """The layers' state, copied: what every slice starts a step from (the
     first slice changes the network's own state while the others start)."""

@@ -19,6 +19,8 @@ from laminae.training.slices import (
     combine_states,
     refuse_uncombinable_state,
     slice_bounds,
+    slice_streams,
+    start_slice,
     state_snapshot,
     weighted_slice_step,
 )
@@ -42,6 +44,7 @@ class ThreadedStep:
         registry = registry or parts.registry or make_registry()
         twins = [assemble_resolved(parts.spec, registry, parts.name) for _ in range(threads - 1)]
         self.networks = [parts.network, *(twin.network for twin in twins)]
+        self.streams = [slice_streams(network) for network in self.networks]
         self.losses = [parts.loss, *(twin.loss for twin in twins)]
         self._stack = contextlib.ExitStack()
         self._pool: ThreadPoolExecutor | None = None
@@ -93,5 +96,6 @@ class ThreadedStep:
                 np.copyto(block, main_block)
             if start is not None:
                 network.load_state_dict({name: value.copy() for name, value in start.items()})
+                start_slice(self.streams[replica], replica)
         with np.errstate(**numpy_errors):
             return weighted_slice_step(network, self.losses[replica], x, y, labels, weight)
