@@ -42,8 +42,9 @@ def test_check_prints_one_line_per_model(capsys):
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert [line.split()[1] for line in lines] == ["two_layer", "dnn", "simple_cnn", "sigmoid_net", "lenet", "mnist_best",
-                                                  "fashion_best", "quickstart"]
-    assert "ok  simple_cnn    6 layers, 433,890 params, (1, 28, 28) -> (10,)" in lines
+                                                  "fashion_best", "mnist_resnet", "fashion_resnet", "quickstart"]
+    assert "ok  simple_cnn      6 layers, 433,890 params, (1, 28, 28) -> (10,)" in lines
+    assert "ok  fashion_resnet  11 layers (28 with those inside blocks), 181,994 params, (1, 28, 28) -> (10,)" in lines
 
 
 def test_check_reports_the_first_error_in_one_line(capsys, tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import laminae
+from laminae.network.spec import layer_tables, model_tables
 
 MODELS_TOML = Path(__file__).resolve().parents[1] / "models.toml"
 SIZE_KEYS = {"units": 8, "filters": 3}
@@ -25,14 +26,15 @@ SIZE_KEYS = {"units": 8, "filters": 3}
 def _shrunk(model: dict) -> dict:
     model = copy.deepcopy(model)
     model["input"] = [1, 12, 12]
-    for layer in model["layers"]:
+    for layer in layer_tables(model["layers"]):  # inner layers of blocks too
         for key, most in SIZE_KEYS.items():
             if key in layer:
                 layer[key] = min(layer[key], most)
     return model
 
 
-BASES = [_shrunk(m) for m in tomllib.loads(MODELS_TOML.read_text())["models"].values()]
+BASES = [_shrunk(m) for m in model_tables(tomllib.loads(MODELS_TOML.read_text()), str(MODELS_TOML)).values()]
+"""Every model of models.toml as a table of its own: its blocks expanded where used."""
 
 edge_ints = st.sampled_from([0, -1, -5, 1, 2, 3, 5, 2**40, 2**62, 2**63 - 1, -(2**63)]) | st.integers(-3, 12)
 scalars = (
