@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from laminae.contracts import output_problem
 from laminae.errors import LaminaeError, PluginError
 from laminae.onnx_graph import OnnxGraph
 from laminae.protocols import BuildContext, Node, Shape
-from laminae.contracts import output_problem
 
 _probing: list[bool] = [False]
 """Set by :func:`probing`: every chain then holds each layer's output to the
@@ -124,6 +124,7 @@ class Chain:
         finally:
             graph.prefix = outer
         return x
+
 
 @contextlib.contextmanager
 def probing() -> Iterator[None]:

@@ -31,6 +31,17 @@ def is_required(field: attrs.Attribute) -> bool:
     return field.default is attrs.NOTHING
 
 
+def default_of(field: attrs.Attribute) -> Any:
+    """The value a field takes when a table leaves it out, a factory's made
+    afresh; ``attrs.NOTHING`` when it has none of its own: a required field,
+    or a default computed from the other fields (``Factory(takes_self=True)``,
+    as a pool's ``stride`` is its ``size``), which only an instance knows."""
+    default = field.default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        return attrs.NOTHING if default.takes_self else default.factory()
+    return default
+
+
 def instantiate(cls: type, options: Mapping[str, Any]) -> Any:
     """``cls(**options)``, with every user mistake turned into a one-line SpecError.
 

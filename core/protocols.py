@@ -357,16 +357,12 @@ class _in_layer:  # noqa: N801 - used as a statement, like contextlib's
         return None
 
     def __exit__(self, kind: type | None, exc: BaseException | None, _tb: object) -> bool:
-        if exc is None or not isinstance(exc, Exception):
-            return False
+        if not isinstance(exc, Exception) or getattr(exc, "layer_path", None) is not None:
+            return False  # nothing raised, or an inner layer's own build named itself
         if isinstance(exc, LaminaeError):
-            if getattr(exc, "layer_path", None) is not None:
-                return False
             located = exc.located(self.node.label())
             located.layer_path = self.node.path
             raise located from exc
-        if getattr(exc, "layer_path", None) is not None:
-            return False
         if too_big(exc):  # the spec's sizes, not the plugin: the assembly says so in one line
             if not any(note.startswith("(raised in layer ") for note in getattr(exc, "__notes__", ())):
                 exc.add_note(f"(raised in {self.node.label()})")
@@ -386,10 +382,7 @@ def too_big(exc: BaseException) -> bool:
 
 
 def _type_name(layer: Any, registry: Any) -> str:
-    """The name ``layer``'s class is registered under, else its class name in lower case."""
-    classes = getattr(registry, "classes", None)
-    if isinstance(classes, Mapping):
-        for name, cls in classes.get("layers", {}).items():
-            if cls is type(layer):
-                return name
-    return type(layer).__name__.lower()
+    """The name ``layer``'s class is registered under (:meth:`laminae.Registry.name_of`),
+    else its class name in lower case."""
+    name_of = getattr(registry, "name_of", None)
+    return (name_of("layers", type(layer)) if name_of is not None else None) or type(layer).__name__.lower()

@@ -48,3 +48,10 @@ def rng_from_array(array: np.ndarray) -> np.random.Generator:
     except (UnicodeDecodeError, ValueError):
         raise ValueError("a saved generator that is not valid JSON") from None
     return rng_from_state(state)
+
+
+def is_saved_generator(array: np.ndarray) -> bool:
+    """Whether ``array`` has the form :func:`rng_to_array` gives, a 1-D uint8
+    array, whose length varies with the numbers in the generator's state:
+    such a state is held to its form, never to its length."""
+    return array.dtype == np.uint8 and array.ndim == 1

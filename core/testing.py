@@ -31,8 +31,8 @@ import numpy as np
 
 from laminae.data import DatasetSplits
 from laminae.errors import DataError, did_you_mean, one_line
-from laminae.protocols import BuildContext, Dataset, Initializer, Layer, Loss, Node, Optimizer, Schedule, Transform
 from laminae.contracts import gradient_problem, output_problem, poison_gradients
+from laminae.protocols import BuildContext, Dataset, Initializer, Layer, Loss, Node, Optimizer, Schedule, Transform
 from laminae.registry import ENTRY_POINT_GROUP
 
 
@@ -136,12 +136,11 @@ class _StatefulSubtree(_Subtree):
         }
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        """Each layer's keys back to it: ``"<path>.<key>"``, a key having no dot."""
         for node in self.nodes:
             if hasattr(node.layer, "load_state_dict"):
                 prefix = f"{node.path}." if node.path else ""
-                own = {key.removeprefix(prefix): value for key, value in state.items() if key.startswith(prefix)}
-                if not node.path:
-                    own = {key: value for key, value in own.items() if "." not in key}
+                own = {name[len(prefix):]: value for name, value in state.items() if name.startswith(prefix)}
                 node.layer.load_state_dict({key: value for key, value in own.items() if "." not in key})
 
 

@@ -154,6 +154,7 @@ def test_dotted_paths_reach_defaults_and_refuse_what_is_not_there(registry):
     spec = laminae.from_toml(ROOT / "models.toml", "lenet", registry=registry).spec
     assert value_at(spec, "layers.0.filters", registry) == 6
     assert value_at(spec, "layers.0.stride", registry) == 1  # not written in the file: the conv's default
+    assert value_at(spec, "layers.2.stride", registry) == 2  # a default computed from the pool's own size
     assert with_values(spec, {"layers.0.stride": 2, "optimizer.lr": 0.1})["layers"][0]["stride"] == 2
     assert spec["layers"][0].get("stride") is None  # the spec itself is not changed
     with pytest.raises(laminae.SpecError, match=r"^layer 1 \(relu\) has no key 'units'"):

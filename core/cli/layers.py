@@ -13,7 +13,7 @@ import attrs
 
 from laminae.cli import plugin_options, registry_from
 from laminae.errors import PluginError
-from laminae.fields import hyperparameters, is_required, key_of
+from laminae.fields import default_of, hyperparameters, is_required, key_of
 from laminae.registry import KINDS
 from laminae.network.spec import INITIALIZER, toml_text
 
@@ -64,9 +64,8 @@ def summary_line(cls: type) -> str:
 def default_text(field: attrs.Attribute) -> str:
     if is_required(field):
         return "required"
-    if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
-        return "computed" if field.default.takes_self else toml_text(field.default.factory())
-    return toml_text(field.default)
+    default = default_of(field)
+    return "computed" if default is attrs.NOTHING else toml_text(default)
 
 
 def _doc_text(field: attrs.Attribute) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 
 from laminae.arena import arena_views, flat_groups, movable
 from laminae.chain import Chain
-from laminae.errors import PluginError, one_line
+from laminae.errors import one_line
 from laminae.protocols import BuildContext, Layer, Node, Shape
 from laminae.registry import Registry, make_registry
 
@@ -122,10 +122,6 @@ class Network:
         network was built without ``input_grad`` and its first layer skipped it."""
         return self.chain.backward(dout)
 
-    def plugin_failure(self, index: int, method: str, exc: BaseException) -> PluginError:
-        """``exc``, raised in layer ``index``'s ``method``, as the one-line error that locates it."""
-        return PluginError.raised_in(self.layer_label(index, plugin=True), method, exc)
-
     def state_dict(self) -> dict[str, np.ndarray]:
         """What layers keep besides parameters (a dropout's generator, a batch
         norm's running averages), under ``"<path>.<key>"``: saved in checkpoints
@@ -141,12 +137,10 @@ class Network:
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Hand each layer its part of ``state``; ValueError naming the layer if it cannot be used."""
-        parts: dict[str, dict[str, np.ndarray]] = {}
-        for name, array in state.items():
-            path, key = self.split_name(name)
+        parts = self.states_by_layer(state)
+        for path, own in parts.items():
             if not hasattr(self.nodes[path].layer if path in self.nodes else None, "load_state_dict"):
-                raise ValueError(f"{self.layer_label(path)}: unexpected state {key!r}")
-            parts.setdefault(path, {})[key] = array
+                raise ValueError(f"{self.layer_label(path)}: unexpected state {next(iter(own))!r}")
         for path in self.stateful_layers():
             load = getattr(self.nodes[path].layer, "load_state_dict", None)
             if load is not None:
@@ -155,6 +149,15 @@ class Network:
                 except (KeyError, ValueError, TypeError) as exc:
                     reason = one_line(exc, with_type=isinstance(exc, KeyError))
                     raise ValueError(f"{self.layer_label(path)}: state: {reason}") from None
+
+    def states_by_layer(self, state: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+        """``state`` (``"<path>.<key>"`` names, as :meth:`state_dict` gives) as each
+        layer's own dict, by path: what the layer's ``load_state_dict`` takes."""
+        parts: dict[str, dict[str, np.ndarray]] = {}
+        for name, array in state.items():
+            path, key = self.split_name(name)
+            parts.setdefault(path, {})[key] = array
+        return parts
 
     def split_name(self, name: str) -> tuple[str, str]:
         """A stored name (``"3.1.0.W"``, ``"3.running_mean"``) as the path of the
@@ -167,11 +170,6 @@ class Network:
                 return path, ".".join(parts[cut:])
         path, _, key = name.partition(".")
         return path, key
-
-    def has_layer(self, path: str) -> bool:
-        """Whether ``path`` (text from a stored name, such as ``"3"`` of ``"3.W"``)
-        names one of the layers."""
-        return str(path) in self.nodes
 
     def layer_label(self, path: int | str, *, plugin: bool = False) -> str:
         """``"layer 3.1 (dropout)"``, as every message about one layer begins; with

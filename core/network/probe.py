@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from laminae.chain import probing
+from laminae.contracts import gradient_problem, output_problem, poison_gradients
 from laminae.errors import PluginError, blamed_on
 from laminae.network.network import Network
-from laminae.contracts import gradient_problem, output_problem, poison_gradients
 
 SAMPLES = 2
 

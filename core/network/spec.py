@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from laminae.errors import SpecError, did_you_mean, location
-from laminae.fields import hyperparameters, instantiate, key_of
+from laminae.fields import default_of, hyperparameters, instantiate, key_of
 from laminae.registry import KINDS, Registry
 from laminae.validators import non_negative_int, one_of, positive_int, thread_count
 
@@ -387,8 +387,8 @@ def layer_table(layer: Any, registry: Registry) -> Any:
     table: dict[str, Any] = {"type": name}
     for field in hyperparameters(type(layer)):
         value = getattr(layer, field.name)
-        default = field.default.factory() if isinstance(field.default, attrs.Factory) and not field.default.takes_self else field.default
-        if isinstance(default, attrs.Factory) or value != default:
+        default = default_of(field)
+        if default is attrs.NOTHING or value != default:
             table[key_of(field)] = _tables_inside(value, registry)
     return table
 

@@ -24,6 +24,7 @@ from laminae.network.assembly import ModelParts, assemble
 from laminae.network.network import Network
 from laminae.network.spec import named_types
 from laminae.persistence.atomic import atomic_write
+from laminae.randomness import is_saved_generator
 from laminae.registry import Registry, make_registry
 from laminae.safe_npz import load_npz
 
@@ -158,7 +159,9 @@ def layer_state_problems(network: Network, stored: Mapping[str, np.ndarray]) -> 
             problems.append(f"{where}: state {key!r} is missing")
         elif stored[name].dtype != expected[name].dtype:
             problems.append(f"{where}: state {key!r} holds {stored[name].dtype}, expected {expected[name].dtype}")
-        elif stored[name].shape != expected[name].shape and not (_is_bytes(stored[name]) and _is_bytes(expected[name])):
+        elif stored[name].shape != expected[name].shape and not (
+            is_saved_generator(stored[name]) and is_saved_generator(expected[name])
+        ):
             problems.append(f"{where}: state {key!r} has shape {stored[name].shape}, expected {expected[name].shape}")
     return problems
 
@@ -187,10 +190,6 @@ def optimizer_state_problems(network: Network, state: Mapping[str, np.ndarray]) 
         elif slash and not np.issubdtype(array.dtype, np.floating):
             problems.append(f"optimizer state {key!r} holds {array.dtype}, not floating-point numbers")
     return problems
-
-
-def _is_bytes(array: np.ndarray) -> bool:
-    return array.dtype == np.uint8 and array.ndim == 1
 
 
 def _param_order(name: str) -> tuple[tuple[int, ...], str]:

@@ -49,6 +49,7 @@ from threadpoolctl import threadpool_limits
 from laminae import errors
 from laminae.errors import LaminaeError, TrainingError
 from laminae.network.assembly import ModelParts
+from laminae.randomness import is_saved_generator
 from laminae.training.slices import (
     combine_slices,
     combine_states,
@@ -276,25 +277,21 @@ class ForkedStep:
 
 
 BYTES_ROOM = 4096
-"""Bytes a saved-generator state (a 1-D uint8 array, whose length varies
-with the numbers in it) may take in shared memory, past its length."""
-
-
-def _is_bytes(value: np.ndarray) -> bool:
-    return value.dtype == np.uint8 and value.ndim == 1
+"""Bytes a saved generator (:func:`laminae.randomness.is_saved_generator`),
+whose length varies with the numbers in it, may grow by in shared memory."""
 
 
 def state_layout(value: np.ndarray) -> tuple[tuple[int, ...], np.dtype]:
     """The shared-memory slot for one layer-state array: its own shape, or for
     bytes room for their length (8 bytes) and up to ``BYTES_ROOM`` more than now."""
-    if _is_bytes(value):
+    if is_saved_generator(value):
         return (8 + value.size + BYTES_ROOM,), np.dtype(np.uint8)
     return value.shape, value.dtype
 
 
 def put_state(slot: np.ndarray, value: np.ndarray) -> None:
     """Copy a layer-state array into its slot (see :func:`state_layout`)."""
-    if not _is_bytes(value):
+    if not is_saved_generator(value):
         np.copyto(slot, value)
         return
     if value.size > slot.size - 8:
@@ -305,7 +302,7 @@ def put_state(slot: np.ndarray, value: np.ndarray) -> None:
 
 def get_state(slot: np.ndarray, like: np.ndarray) -> np.ndarray:
     """The array :func:`put_state` left in ``slot``, for a state shaped like ``like``."""
-    if not _is_bytes(like):
+    if not is_saved_generator(like):
         return slot
     (size,) = struct.unpack("<Q", slot[:8].tobytes())
     return slot[8 : 8 + size]

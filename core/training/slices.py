@@ -68,8 +68,9 @@ def combine_slices(
 
 def refuse_uncombinable_state(network: Network, parts: int) -> None:
     """A layer with state of its own (``state_dict``) is split only if it says how
-    its slices' states combine (``combine_states``): a dropout's generator
-    cannot be, its copies would draw from streams no checkpoint records."""
+    its slices' states combine (``combine_states``): a random generator that
+    does not also say how to split (``to_slice``) would have its copies draw
+    from streams no checkpoint records."""
     for path in network.stateful_layers():
         if not callable(getattr(network.nodes[path].layer, "combine_states", None)):
             raise TrainingError(
@@ -106,18 +107,10 @@ def combine_states(network: Network, slice_states: list[dict[str, np.ndarray]], 
     """Hand each stateful layer its slices' states after a step (``"<path>.<key>"``
     names, in slice order, the network's own first) and the slices' shares of
     the batch, and load the state its ``combine_states`` returns."""
+    by_slice = [network.states_by_layer(state) for state in slice_states]
     for path in network.stateful_layers():
-        per_slice = [_own_state(network, path, state) for state in slice_states]
+        per_slice = [parts.get(path, {}) for parts in by_slice]
         layer = network.nodes[path].layer
         with blamed_on(network.layer_label(path, plugin=True), "combine_states"):
             layer.load_state_dict(layer.combine_states(per_slice, weights))
 
-
-def _own_state(network: Network, path: str, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The part of a network's ``state`` that is layer ``path``'s own (not an inner layer's)."""
-    own = {}
-    for name, value in state.items():
-        owner, key = network.split_name(name)
-        if owner == path:
-            own[key] = value
-    return own

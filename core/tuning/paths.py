@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from laminae.errors import SpecError, did_you_mean
-from laminae.fields import hyperparameters, key_of
+from laminae.fields import default_of, hyperparameters, instantiate, key_of
 from laminae.network.spec import TrainConfig
 from laminae.registry import Registry
 
@@ -60,8 +60,10 @@ def value_at(spec: Mapping[str, Any], path: str, registry: Registry) -> Any:
         return node[last]
     cls = registry.get(_kind(above), node["type"])
     field = next(f for f in hyperparameters(cls) if key_of(f) == last)
-    default = field.default
-    return default.factory() if isinstance(default, attrs.Factory) else default  # type: ignore[union-attr]
+    default = default_of(field)
+    if default is attrs.NOTHING:  # computed from the component's other values: ask one
+        default = getattr(instantiate(cls, {key: value for key, value in node.items() if key != "type"}), field.name)
+    return default
 
 
 def with_values(spec: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
