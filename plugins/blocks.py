@@ -20,7 +20,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from laminae.buffers import Recycler
+from laminae.buffers import Recycler, memory_order
 from laminae.chain import Chain
 from laminae.errors import ShapeError
 from laminae.hookspecs import hookimpl
@@ -63,12 +63,12 @@ class Residual:
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         main = self._main.forward(x, training)
         side = self._side.forward(x, training) if self._side else x
-        return np.add(main, side, out=self._outputs.empty(main.shape, main.dtype))
+        return np.add(main, side, out=self._outputs.empty(main.shape, main.dtype, memory_order(main)))
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         dx = self._main.backward(dout)
         side = self._side.backward(dout) if self._side else dout
-        return np.add(dx, side, out=self._outputs.empty(dx.shape, dx.dtype))
+        return np.add(dx, side, out=self._outputs.empty(dx.shape, dx.dtype, memory_order(dx)))
 
     def onnx(self, graph: OnnxGraph, x: str) -> str:
         main = self._main.onnx(graph, x)
@@ -118,7 +118,7 @@ class Branches:
         outs = [chain.forward(x, training) for chain in self._chains]
         if self.merge == "concat":
             return np.concatenate(outs, axis=1)
-        total = np.add(outs[0], outs[1], out=self._outputs.empty(outs[0].shape, outs[0].dtype))
+        total = np.add(outs[0], outs[1], out=self._outputs.empty(outs[0].shape, outs[0].dtype, memory_order(outs[0])))
         for out in outs[2:]:
             total += out
         return total
@@ -126,7 +126,7 @@ class Branches:
     def backward(self, dout: np.ndarray) -> np.ndarray:
         parts = np.split(dout, self._bounds, axis=1) if self.merge == "concat" else [dout] * len(self._chains)
         grads = [chain.backward(part) for chain, part in zip(self._chains, parts)]
-        dx = np.add(grads[0], grads[1], out=self._outputs.empty(grads[0].shape, grads[0].dtype))
+        dx = np.add(grads[0], grads[1], out=self._outputs.empty(grads[0].shape, grads[0].dtype, memory_order(grads[0])))
         for grad in grads[2:]:
             dx += grad
         return dx

@@ -1,7 +1,10 @@
 """The two classic costs, each the mean over the batch of N samples.
 
-softmax_cross_entropy  forward  p = softmax(out);  loss = -mean(log p[target])
-                       backward (p - y) / N        (y: the one-hot targets)
+softmax_cross_entropy  forward  p = softmax(out);  loss = -mean(sum(t * log p))
+                       backward (p - t) / N
+                       t = (1 - e) * y + e / K: the one-hot targets y with a share e
+                       (``smoothing``) spread over all K classes (PyTorch's
+                       ``label_smoothing``); e = 0 gives -mean(log p[target])
 quadratic              forward  loss = sum((out - y)²) / 2N
                        backward (out - y) / N
 
@@ -15,6 +18,7 @@ import numpy as np
 
 from laminae.buffers import Recycler, scratch
 from laminae.hookspecs import hookimpl
+from laminae.validators import number
 
 
 def row_indexes(kept: np.ndarray, n: int) -> np.ndarray:
@@ -26,11 +30,19 @@ def row_indexes(kept: np.ndarray, n: int) -> np.ndarray:
 @attrs.define(eq=False)
 class SoftmaxCrossEntropy:
     """Softmax and cross-entropy in one step: the gradient is just
-    ``(p - y) / N``, and shifting by the row maximum keeps ``exp`` finite.
+    ``(p - t) / N``, and shifting by the row maximum keeps ``exp`` finite.
 
     Forward turns the logits into probabilities in one buffer, kept for
     backward, reading each row's target logit on the way; backward writes
-    ``(p - y) / N`` into a fresh array."""
+    ``(p - t) / N`` into a fresh array.  With ``smoothing`` e, each row's
+    loss also takes e / K of the sum of its ``-log p`` over the classes,
+    ``K * log(sum exp) - sum(shifted logits)``, so no ``t`` is ever built."""
+
+    smoothing: float = attrs.field(
+        default=0.0,
+        validator=number(0, 1, exclusive_maximum=True),
+        metadata={"doc": "share of each target spread evenly over the classes (label smoothing)"},
+    )
 
     _probs: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
     _target: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
@@ -46,14 +58,15 @@ class SoftmaxCrossEntropy:
             picked = probs[self._rows, target]
         else:
             picked = np.einsum("ij,ij->i", target, probs)  # the sum over classes of y * shifted
+        weights = 1 if target.ndim == 1 else target.sum(axis=1)  # each row's total target
+        if self.smoothing:
+            share = self.smoothing / output.shape[1]
+            picked = (1 - self.smoothing) * picked + share * weights * np.add.reduce(probs, axis=1)
         np.exp(probs, out=probs)
         sums = np.add.reduce(probs, axis=1, keepdims=True)
         probs /= sums
         log_sums = np.log(sums[:, 0])
-        if target.ndim == 1:
-            loss = np.add.reduce(log_sums - picked) / n
-        else:
-            loss = np.add.reduce(log_sums * target.sum(axis=1) - picked) / n
+        loss = np.add.reduce(log_sums * weights - picked) / n
         self._target = target
         return float(loss)
 
@@ -61,10 +74,17 @@ class SoftmaxCrossEntropy:
         n = len(self._probs)
         grad = self._grads.empty(self._probs.shape, self._probs.dtype)
         np.copyto(grad, self._probs)
+        keep = grad.dtype.type(1 - self.smoothing)
         if self._target.ndim == 1:
-            grad[self._rows, self._target] -= 1
+            grad[self._rows, self._target] -= keep
         else:
-            grad -= self._target
+            grad -= keep * self._target
+        if self.smoothing:
+            share = self.smoothing / grad.shape[1]
+            if self._target.ndim == 1:
+                grad -= grad.dtype.type(share)
+            else:
+                grad -= (share * self._target.sum(axis=1, keepdims=True)).astype(grad.dtype)
         grad /= n
         return grad
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import laminae
+from laminae.buffers import memory_order
 from laminae.network.probe import probe
 from laminae.plugins.activations import ReLU
 from laminae.plugins.batchnorm import BatchNorm
@@ -410,3 +411,22 @@ def test_laminae_build_takes_layer_objects_and_gives_the_toml_network(models_fil
 
     document = laminae.build(tomllib.loads(BLOCKS), registry=registry, name="net")
     assert document.spec == from_file.spec
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        Residual(layers=[CONV, {"type": "batchnorm"}]),
+        Branches(branches=[[CONV], [CONV, {"type": "relu"}]], merge="add"),
+    ],
+    ids=["residual", "branches"],
+)
+def test_a_sum_of_paths_keeps_the_memory_order_of_its_inputs(layer, registry):
+    """A conv hands on batch-innermost arrays; the sum must too, each way, or
+    every later layer walks it against its grain (a third of a ResNet step)."""
+    layer.build((4, 6, 6), laminae.BuildContext(rng=np.random.default_rng(0), dtype=np.float32, registry=registry))
+    x = np.random.default_rng(1).standard_normal((8, 4, 6, 6)).astype(np.float32)
+    out = layer.forward(x, True)
+    assert memory_order(out) == (1, 2, 3, 0)
+    dout = np.ascontiguousarray(out.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)  # the same order as out
+    assert memory_order(layer.backward(dout)) == (1, 2, 3, 0)

@@ -161,3 +161,31 @@ def test_a_one_sample_weight_gradient_is_the_gemms_to_the_bit(dtype):
     weight_gradient(x, dout, out=fast)
     np.matmul(x.T, dout, out=gemm)
     assert np.array_equal(fast, gemm)
+
+
+@pytest.mark.parametrize("targets", ["labels", "one-hot"])
+def test_label_smoothing_conforms_and_matches_its_formula(registry, targets):
+    """The loss against ``-mean(sum(t * log p))`` with ``t`` built in full,
+    and its gradient by the kit's finite differences."""
+    loss = registry.create("losses", {"type": "softmax_cross_entropy", "smoothing": 0.2})
+    check_loss(loss, name="softmax_cross_entropy")
+    rng = np.random.default_rng(3)
+    logits, labels = rng.standard_normal((6, 4)) * 3, rng.integers(0, 4, 6)
+    t = np.eye(4)[labels] * 0.8 + 0.2 / 4
+    log_p = logits - logits.max(axis=1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+    given = labels if targets == "labels" else np.eye(4)[labels]
+    assert loss.forward(logits, given) == pytest.approx(-(t * log_p).sum(axis=1).mean(), rel=1e-12)
+    np.testing.assert_allclose(loss.backward(), (np.exp(log_p) - t) / 6, rtol=1e-12, atol=1e-15)
+
+
+def test_label_smoothing_agrees_with_pytorch(registry):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    logits, labels = rng.standard_normal((8, 10)) * 4, rng.integers(0, 10, 8)
+    loss = registry.create("losses", {"type": "softmax_cross_entropy", "smoothing": 0.1})
+    t_logits = torch.tensor(logits, requires_grad=True)
+    t_loss = torch.nn.functional.cross_entropy(t_logits, torch.from_numpy(labels), label_smoothing=0.1)
+    t_loss.backward()
+    assert loss.forward(logits, labels) == pytest.approx(t_loss.item(), rel=1e-12)
+    np.testing.assert_allclose(loss.backward(), t_logits.grad.numpy(), rtol=1e-12, atol=1e-15)
