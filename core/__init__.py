@@ -5,11 +5,12 @@ The package is built in floors; each imports only the floors below it
 
 - the plugin API, at the top of the package: ``errors``, ``protocols``
   (with ``BuildContext``), ``chain`` (layers in order: a network's, a
-  composite layer's), ``contracts`` (what a layer's forward and backward
-  must get right), ``hookspecs``, ``registry``, ``fields``,
-  ``validators``, ``testing`` and the plugin-author helpers ``buffers``,
-  ``arena``, ``randomness``, ``data``, ``safe_npz``, ``optional`` and
-  ``onnx_graph`` (what a plugin's ``onnx`` method adds its nodes to);
+  composite layer's), ``contracts`` (what a layer's build, forward and
+  backward, a transform and a schedule must get right), ``hookspecs``,
+  ``registry``, ``fields``, ``validators``, ``testing`` and the
+  plugin-author helpers ``buffers``, ``arena``, ``randomness``, ``data``,
+  ``safe_npz``, ``optional`` and ``onnx_graph`` (what a plugin's ``onnx``
+  method adds its nodes to);
 - ``laminae.network``: the network and its assembly from a spec;
 - ``laminae.persistence``: checkpoints, ONNX export and atomic writes;
 - ``laminae.training``: the loop, its state and steps, run directories;

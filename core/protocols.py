@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 import numpy as np
 
+from laminae.contracts import parameter_names_problem
 from laminae.errors import LaminaeError, PluginError, SpecError
 from laminae.memory import available_bytes
 
@@ -27,8 +28,9 @@ class Layer(Protocol):
     """One differentiable stage of a network.
 
     ``build`` runs once, before any data is seen: it receives one sample's
-    input shape, allocates the parameters and returns one sample's output
-    shape (or raises :class:`laminae.ShapeError`).  ``backward`` may use only
+    input shape, allocates the parameters, with a gradient array in ``grads``
+    under each name of ``params``, and returns one sample's output shape (or
+    raises :class:`laminae.ShapeError`).  ``backward`` may use only
     what this layer's own ``forward`` cached, and writes the gradients of its
     parameters into ``grads`` under the same names as ``params``.
 
@@ -204,9 +206,9 @@ class Schedule(Protocol):
 
     ``__call__(lr, step, steps_per_epoch, epochs)`` gets the optimizer's
     configured ``lr``, the step about to be taken (from 0, counted over the
-    whole run) and the run's shape, and returns the rate for that step.  It
-    keeps no state: a resumed run asks for the same steps and gets the same
-    rates.
+    whole run) and the run's shape, and returns the rate for that step, a
+    finite number, 0 or more.  It keeps no state: a resumed run asks for the
+    same steps and gets the same rates.
     """
 
     def __call__(self, lr: float, step: int, steps_per_epoch: int, epochs: int) -> float: ...
@@ -308,6 +310,11 @@ class BuildContext:
         with _in_layer(node):
             declared = node.layer.build(tuple(input_shape), attrs.evolve(self, path=path, input_grad=input_grad))
         node.output_shape = shape_returned(declared, node.label(plugin=True))
+        problem = parameter_names_problem(node.layer)
+        if problem is not None:
+            error = PluginError(f"{node.label(plugin=True)}: {problem}")
+            error.layer_path = node.path
+            raise error
         return node
 
     def _registry(self, what: str) -> Creates:

@@ -146,12 +146,14 @@ class Registry:
             f" (installed: {installed}){hint}"
         )
 
-    def describe(self, kind: str, obj: object) -> str:
-        """``"loss 'quadratic' (from plugin 'laminae.plugins.losses')"``: one object, for messages."""
+    def describe(self, kind: str, obj: object, where: str = "") -> str:
+        """``"loss 'quadratic' (from plugin 'laminae.plugins.losses')"``: one object, for
+        messages; with ``where`` (its place in the spec), ``"transform 'shift'
+        (train.augment 1, from plugin 'laminae.plugins.transforms')"``."""
         name = self.name_of(kind, type(obj))
         if name is None:
-            return f"{KINDS[kind].word} {type(obj).__name__}"
-        return f"{KINDS[kind].word} {name!r} (from plugin {self.owner(kind, name)!r})"
+            return f"{KINDS[kind].word} {type(obj).__name__}" + (f" ({where})" if where else "")
+        return f"{KINDS[kind].word} {name!r} ({where + ', ' if where else ''}from plugin {self.owner(kind, name)!r})"
 
     def kind_of(self, name: Any) -> str | None:
         """The first kind under which ``name`` is registered, if any."""
@@ -315,8 +317,15 @@ def _validate(kind: str, name: Any, cls: Any) -> None:
             f"registered {KINDS[kind].word} {name!r} as {cls.__name__}, which is not an attrs class"
             " (declare its hyperparameters with @attrs.define)"
         )
-    missing = [m for m in KINDS[kind].methods if not callable(getattr(cls, m, None))]
+    missing = [m for m in KINDS[kind].methods if not callable(_defined(cls, m))]
     if missing:
         raise PluginError(
             f"registered {KINDS[kind].word} {name!r} as {cls.__name__}, which has no {', '.join(missing)} method"
         )
+
+
+def _defined(cls: type, name: str) -> Any:
+    """What ``cls`` or a base class defines as ``name``, or None.  Not ``getattr``:
+    every class has a ``__call__``, its metaclass's, which makes instances; only
+    one defined in the class or a base makes its instances callable."""
+    return next((vars(base)[name] for base in cls.__mro__ if name in vars(base)), None)

@@ -271,3 +271,71 @@ def test_the_kit_catches_a_broken_transform_and_schedule():
         check_transform(Sloppy())
     with pytest.raises(ConformanceError, match="schedule Leaky: no state: asking for the same steps again"):
         check_schedule(Leaky())
+
+
+@attrs.define(eq=False)
+class Widen:
+    """Returns a float64 batch whatever it is given."""
+
+    def __call__(self, x, rng):
+        return x.astype(np.float64)
+
+
+@attrs.define(eq=False)
+class Falling:
+    """Falls below zero at step 3."""
+
+    def __call__(self, lr, step, steps_per_epoch, epochs):
+        return lr * (1 - step / 3) - 1e-9
+
+
+def test_the_kit_holds_transforms_and_schedules_to_the_contracts_training_does():
+    with pytest.raises(ConformanceError) as caught:
+        check_transform(Widen())
+    assert str(caught.value) == (
+        "transform Widen: shape and dtype kept: returned a float64 batch of shape (16, 2, 10, 12)"
+        " for a float32 batch of shape (16, 2, 10, 12): a transform keeps both"
+    )
+    with pytest.raises(ConformanceError) as caught:
+        check_schedule(Falling())
+    assert str(caught.value) == (
+        "schedule Falling: finite rates: gave -1e-09 for step 3 of 35 (7 per epoch, lr 0.1):"
+        " a rate must be a finite number, 0 or more"
+    )
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fit_names_the_transform_that_broke_the_batch_before_any_step(threads):
+    extra = plugin("widening", register_transforms=lambda register: register("widen", Widen))
+    registry = laminae.make_registry(plugins=[extra], autoload=False)
+    model = laminae.build(spec(threads=threads, augment=["flip", "widen"]), registry=registry)
+    before = {name: array.copy() for name, array in model.network.params.items()}
+    x, y = data()
+    with pytest.raises(laminae.PluginError) as caught:
+        model.fit(x, y, progress=False)
+    assert str(caught.value) == (
+        "transform 'widen' (train.augment 1, from plugin 'widening'): returned a float64 batch of shape (16, 1, 12, 12)"
+        " for a float32 batch of shape (16, 1, 12, 12): a transform keeps both"
+    )
+    assert all(np.array_equal(before[name], array) for name, array in model.network.params.items())
+
+
+@pytest.mark.parametrize("rate", [-0.1, float("nan"), float("inf"), "0.1"])
+def test_fit_refuses_a_schedule_rate_that_is_not_a_finite_number_before_any_step(rate):
+    @attrs.define(eq=False)
+    class Fixed:
+        def __call__(self, lr, step, steps_per_epoch, epochs):
+            return lr if step < 7 else rate
+
+    extra = plugin("fixed", register_schedules=lambda register: register("fixed", Fixed))
+    registry = laminae.make_registry(plugins=[extra], autoload=False)
+    model = laminae.build({**spec(), "optimizer": {"type": "sgd", "lr": 0.1, "schedule": "fixed"}}, registry=registry)
+    before = {name: array.copy() for name, array in model.network.params.items()}
+    x, y = data()
+    with pytest.raises(laminae.PluginError) as caught:
+        model.fit(x, y, progress=False)
+    assert str(caught.value) == (
+        f"schedule 'fixed' (optimizer.schedule, from plugin 'fixed'): gave {rate!r} for step 7 of 18"
+        " (6 per epoch, lr 0.1): a rate must be a finite number, 0 or more"
+    )
+    assert all(np.array_equal(before[name], array) for name, array in model.network.params.items())

@@ -96,14 +96,14 @@ class Flaky:
 class Scale:
     """Scales each feature by a learned weight, with the mistake it is told to make."""
 
-    mistake: Literal["none", "unfilled", "rebound", "wrong_shape", "no_shape"] = "none"
+    mistake: Literal["none", "unfilled", "rebound", "wrong_shape", "no_shape", "no_grads"] = "none"
     params: dict = attrs.field(init=False, factory=dict)
     grads: dict = attrs.field(init=False, factory=dict)
     x: object = attrs.field(init=False, default=None)
 
     def build(self, input_shape, ctx):
         self.params = {"w": np.ones(input_shape, ctx.dtype)}
-        self.grads = {"w": np.zeros(input_shape, ctx.dtype)}
+        self.grads = {} if self.mistake == "no_grads" else {"w": np.zeros(input_shape, ctx.dtype)}
         if self.mistake == "no_shape":
             return None
         return (5,) if self.mistake == "wrong_shape" else input_shape
@@ -120,11 +120,43 @@ class Scale:
         return dout * self.params["w"]
 
 
+@attrs.define(eq=False)
+class Bend:
+    """A transform with the mistake it is told to make."""
+
+    mistake: Literal["none", "widen", "drop_row"] = "none"
+
+    def __call__(self, x, rng):
+        if self.mistake == "widen":
+            return x.astype(np.float64)
+        return x[:, :, 1:] if self.mistake == "drop_row" else x[..., ::-1]
+
+
+@attrs.define(eq=False)
+class Sink:
+    """A schedule whose rate turns negative at step ``after``."""
+
+    after: int = 3
+
+    def __call__(self, lr, step, steps_per_epoch, epochs):
+        return lr if step < self.after else -lr
+
+
 @laminae.hookimpl
 def register_layers(register):
     register("tile", Repeat)
     register("buggy", Buggy)
     register("scale", Scale)
+
+
+@laminae.hookimpl
+def register_transforms(register):
+    register("bend", Bend)
+
+
+@laminae.hookimpl
+def register_schedules(register):
+    register("sink", Sink)
 
 
 @laminae.hookimpl
@@ -159,16 +191,32 @@ def register_layers(register):
     register("relu", MyRelu)
 '''
 
+UNCALLABLE = HEADER + '''
+@attrs.define(eq=False)
+class Still:
+    """Meant as a transform, but it has no __call__: its instances cannot be called."""
 
-def model_file(tmp_path, layer: str, extra: str = "", loss: str = "softmax_cross_entropy") -> str:
+    def apply(self, x, rng):
+        return x
+
+
+@laminae.hookimpl
+def register_transforms(register):
+    register("still", Still)
+'''
+
+
+def model_file(
+    tmp_path, layer: str, extra: str = "", loss: str = "softmax_cross_entropy", optimizer: str = '"sgd"', train: str = ""
+) -> str:
     path = tmp_path / "m.toml"
     path.write_text(textwrap.dedent(f"""\
         [models.m]
         input = [1, 28, 28]
         layers = [{layer}, {{ type = "affine", units = 10 }}]
         loss = "{loss}"
-        optimizer = "sgd"
-        train = {{ dataset = "mnist-sample", epochs = 1, batch_size = 500 }}
+        optimizer = {optimizer}
+        train = {{ dataset = "mnist-sample", epochs = 1, batch_size = 500{train} }}
         {extra}
     """))
     return str(path)
@@ -386,3 +434,74 @@ def test_build_must_return_a_shape(capsys, tmp_path, plugins_dir):
         f"laminae summary: error: {path}: model 'm', layer 0 (scale, from plugin 'mistakes'):"
         " build must return one sample's output shape, a tuple of positive integers, but returned None"
     )
+
+
+BATCH_MISTAKES = {
+    "widen": "returned a float64 batch of shape ({n}, 1, 28, 28) for a float32 batch of shape ({n}, 1, 28, 28)",
+    "drop_row": "returned a float32 batch of shape ({n}, 1, 27, 28) for a float32 batch of shape ({n}, 1, 28, 28)",
+}
+
+
+@pytest.mark.parametrize("mistake", BATCH_MISTAKES)
+@pytest.mark.parametrize("command", ["check", "train"])
+def test_check_and_train_name_the_transform_that_broke_the_batch(capsys, tmp_path, plugins_dir, mistake, command):
+    augment = f', augment = [{{ type = "flip" }}, {{ type = "bend", mistake = "{mistake}" }}]'
+    path = model_file(tmp_path, '{ type = "relu" }', train=augment)
+    argv = ["check", path] if command == "check" else ["train", path, "m", "--quiet", "--out", tmp_path / "run"]
+    err = one_line_error(capsys, *argv, "--plugins-dir", plugins_dir)
+    problem = BATCH_MISTAKES[mistake].format(n=2 if command == "check" else 500)  # check's two samples, a batch
+    assert err == (
+        f"laminae {command}: error: {path}: model 'm': transform 'bend' (train.augment 1, from plugin 'mistakes'):"
+        f" {problem}: a transform keeps both"
+    )
+    assert not (tmp_path / "run" / "model.npz").exists()
+
+
+@pytest.mark.parametrize("command", ["check", "train"])
+def test_check_and_train_hold_a_schedule_to_finite_non_negative_rates(capsys, tmp_path, plugins_dir, command):
+    path = model_file(tmp_path, '{ type = "relu" }', optimizer='{ type = "sgd", lr = 0.1, schedule = "sink" }')
+    argv = ["check", path] if command == "check" else ["train", path, "m", "--quiet", "--out", tmp_path / "run"]
+    err = one_line_error(capsys, *argv, "--plugins-dir", plugins_dir)
+    steps = 120 if command == "check" else 10  # check supposes 60,000 samples; mnist-sample has 5,000
+    assert err == (
+        f"laminae {command}: error: {path}: model 'm': schedule 'sink' (optimizer.schedule, from plugin 'mistakes'):"
+        f" gave -0.1 for step 3 of {steps} ({steps} per epoch, lr 0.1): a rate must be a finite number, 0 or more"
+    )
+    assert not (tmp_path / "run" / "model.npz").exists()  # caught before the first batch
+
+
+@pytest.mark.parametrize("command", ["check", "summary", "train"])
+def test_a_layer_with_params_but_no_grads_is_one_line(capsys, tmp_path, plugins_dir, command):
+    path = model_file(tmp_path, '{ type = "scale", mistake = "no_grads" }')
+    argv = [command, path] + (["m", "--quiet", "--out", tmp_path / "run"] if command == "train" else [])
+    err = one_line_error(capsys, *argv, "--plugins-dir", plugins_dir)
+    assert err == (
+        f"laminae {command}: error: {path}: model 'm', layer 0 (scale, from plugin 'mistakes'):"
+        " params has 'w' but grads has no 'w': build must put a gradient array under every parameter's name"
+    )
+
+
+def test_a_layer_with_params_but_no_grads_inside_a_block_is_named(tmp_path, plugins_dir):
+    registry = laminae.make_registry(plugins_dir=plugins_dir)
+    spec = {
+        "input": [4],
+        "layers": [{"type": "residual", "layers": [{"type": "scale", "mistake": "no_grads"}]}],
+        "loss": "softmax_cross_entropy",
+        "optimizer": "sgd",
+    }
+    with pytest.raises(laminae.PluginError, match=(
+        r"^<dict>: model 'model', layer 0\.0 \(scale, from plugin 'mistakes'\): params has 'w' but grads has no 'w'"
+    )):
+        laminae.build(spec, registry=registry)
+
+
+def test_a_transform_class_without_call_is_refused_when_its_plugin_loads(capsys, tmp_path, plugins_dir):
+    (tmp_path / "plugins" / "uncallable.py").write_text(UNCALLABLE)
+    path = model_file(tmp_path, '{ type = "relu" }', train=', augment = ["still"]')
+    assert main(["check", path, "--plugins-dir", plugins_dir]) == 2
+    refused = "registered transform 'still' as Still, which has no __call__ method"
+    assert capsys.readouterr().err.splitlines() == [
+        f"laminae check: warning: plugin 'uncallable' failed to load: {refused} (see laminae plugins)",
+        f"laminae check: error: {path}: model 'm', train: augment 0 (still): unknown transform type 'still'"
+        f" (installed: bend, crop, cutout, flip, shift); plugins that failed to load: uncallable ({refused})",
+    ]

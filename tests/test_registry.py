@@ -102,6 +102,39 @@ def test_registering_something_that_is_not_a_layer():
     assert status(registry, "instance")[1].startswith("registered layer 'inst' as Identity(")
 
 
+@attrs.define
+class Uncallable:
+    """A method, but no ``__call__``: what a transform, a schedule and an initializer are called by."""
+
+    def apply(self, *args):
+        return args[0]
+
+
+@attrs.define
+class CalledThroughItsBase(Uncallable):
+    def __call__(self, *args):
+        return args[0]
+
+
+@attrs.define
+class InheritsCall(CalledThroughItsBase):
+    pass
+
+
+@pytest.mark.parametrize(("kind", "word"), [("transforms", "transform"), ("schedules", "schedule"),
+                                            ("initializers", "initializer")])
+def test_a_class_without_the_call_its_protocol_requires_is_refused(kind, word):
+    registry = laminae.make_registry(
+        plugins=[
+            plugin("uncallable", **{f"register_{kind}": lambda register: register("still", Uncallable)}),
+            plugin("inherited", **{f"register_{kind}": lambda register: register("moving", InheritsCall)}),
+        ],
+        autoload=False,
+    )
+    assert status(registry, "uncallable") == ("failed", f"registered {word} 'still' as Uncallable, which has no __call__ method")
+    assert status(registry, "inherited") == ("ok", "")
+
+
 def test_strict_mode_makes_failure_fatal(monkeypatch):
     broken = plugin("broken", register_layers=lambda register: 1 / 0)
     monkeypatch.setenv("LAMINAE_STRICT_PLUGINS", "1")

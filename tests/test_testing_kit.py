@@ -354,6 +354,23 @@ def test_gradients_not_written_in_place_fail(layer, problem):
     assert str(caught.value) == f"layer {type(layer).__name__}: gradients written in place (training): {problem}"
 
 
+class GradlessBias(Bias):
+    def build(self, input_shape, ctx):
+        shape = super().build(input_shape, ctx)
+        self.grads = {}
+        return shape
+
+
+def test_params_without_grads_fail_as_building_them_in_a_network_does(registry):
+    problem = "params has 'b' but grads has no 'b': build must put a gradient array under every parameter's name"
+    with pytest.raises(ConformanceError) as caught:
+        check_layer(GradlessBias(), (4,))
+    assert str(caught.value) == f"layer GradlessBias: parameter names: {problem}"
+    with pytest.raises(laminae.PluginError) as caught:
+        laminae.Network([GradlessBias()], (4,), registry=registry)
+    assert str(caught.value) == f"layer 0 (gradlessbias): {problem}"
+
+
 class MasklessDropout(Dropout):
     def backward(self, dout):
         return dout

@@ -130,6 +130,17 @@ def test_a_bad_tune_table_is_one_line_naming_file_model_and_key(capsys, tmp_path
     assert not (tmp_path / "study").exists()
 
 
+@pytest.mark.parametrize(("table", "expected"), BAD_TABLES, ids=[e.split(":")[0][:30] for _t, e in BAD_TABLES])
+def test_check_reads_a_tune_table_as_tune_does_without_optuna(capsys, monkeypatch, tmp_path, table, expected):
+    model = write_model(tmp_path, SMALL.split("[models.small.tune]")[0] + "[models.small.tune]\n" + table + "\n")
+    assert main(["tune", str(model), "small", "--out", str(tmp_path / "study")]) == 2
+    tuned = capsys.readouterr().err.splitlines()
+    monkeypatch.setitem(sys.modules, "optuna", None)  # checking a file needs no laminae[tune]
+    assert main(["check", str(model)]) == 2
+    checked = capsys.readouterr().err.splitlines()
+    assert [line.replace("laminae check:", "laminae tune:", 1) for line in checked] == tuned
+
+
 def test_a_model_without_a_tune_table_says_how_to_add_one(capsys):
     assert main(["tune", str(ROOT / "models.toml"), "quickstart"]) == 2
     assert "model 'quickstart' has no tune table: add [models.quickstart.tune]" in capsys.readouterr().err

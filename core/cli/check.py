@@ -3,7 +3,9 @@
 Every spec of the file is validated first; then the models (or the one
 named; a bare built-in name is that model of the catalogue) are built one
 at a time, each tried on two random samples in training and in inference mode
-(:func:`laminae.network.probe.probe`) and let go before the next.
+(:func:`laminae.network.probe.probe`), its transforms on two random samples
+and its schedule over every step of its run, and its tune table read as
+``laminae tune`` reads it; each is let go before the next.
 """
 from __future__ import annotations
 
@@ -21,23 +23,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     plugin_options(parser)
 
 
+TRAINING_SAMPLES = 60_000
+"""The training set a schedule is checked for (MNIST's and Fashion-MNIST's size):
+a data set's size is known only once it is loaded, which a check never does."""
+
+
 def run(args: argparse.Namespace) -> int:
     from laminae.network import assemble_resolved, read_toml
     from laminae.network.assembly import pick_model
-    from laminae.network.probe import probe
+    from laminae.network.probe import probe, probe_schedule, probe_transforms
     from laminae.network.spec import resolve_document
+    from laminae.training.batches import batch_count
+    from laminae.tuning.table import read_tune_table
 
     registry = registry_from(args)
     model_source(args)
-    specs = resolve_document(read_toml(args.file), registry, args.file)
+    doc = read_toml(args.file)
+    specs = resolve_document(doc, registry, args.file)
     if args.name is not None:
         specs = {args.name: specs[pick_model(args.name, list(specs), args.file)]}
     width = max(len(name) for name in specs)
     for name, spec in specs.items():
-        net = assemble_resolved(spec, registry, args.file).network
-        with location(f"{args.file}: model {name!r}"):
+        parts = assemble_resolved(spec, registry, args.file)
+        net, train = parts.network, parts.train_config
+        where = f"{args.file}: model {name!r}"
+        with location(where):
             probe(net, training=True)
             probe(net, training=False)
+            probe_transforms(parts)
+            for steps_per_epoch in sorted({1, batch_count(TRAINING_SAMPLES, train.batch_size)}):
+                probe_schedule(parts, steps_per_epoch, train.epochs)
+        if "tune" in doc["models"][name]:
+            read_tune_table(doc["models"][name]["tune"], parts.spec, registry, where)
         inner = f" ({len(net.nodes)} with those inside blocks)" if len(net.nodes) > len(net.layers) else ""
         print(
             f"ok  {name:<{width}}  {len(net.layers)} layers{inner}, {net.num_params:,} params,"

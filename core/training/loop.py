@@ -21,9 +21,10 @@ from pathlib import Path
 import attrs
 import numpy as np
 
-from laminae.errors import TrainingError, blame, one_line
+from laminae.contracts import batch_problem
+from laminae.errors import PluginError, TrainingError, blame, one_line
 from laminae.network.assembly import ModelParts
-from laminae.network.probe import probe
+from laminae.network.probe import probe, probe_schedule, schedule_label, transform_label
 from laminae.randomness import rng_from_state
 from laminae.registry import Registry
 from laminae.training import batches
@@ -124,6 +125,7 @@ def fit(parts: ModelParts, x: np.ndarray, y: np.ndarray, options: FitOptions | N
     if not parts.network.probed:  # a plugin's broken contract, named before the first batch
         probe(parts.network, training=False)
         parts.network.probed = True
+    probe_schedule(parts, batches.batch_count(len(x), state.batch_size), state.epochs)
     run = RunDir(Path(o.run_dir), parts, o.registry) if o.run_dir is not None else None
     stopped_early = False
     try:
@@ -206,8 +208,9 @@ def _train_epoch(
 ) -> bool:
     """Run the rest of the current epoch; False if a signal stopped it early.
 
-    Every batch goes through the model's transforms (drawing from ``augment``)
-    and, with a schedule, sets the optimizer's ``lr`` for its step first."""
+    Every batch goes through the model's transforms (drawing from ``augment``),
+    each held to the batch's shape and dtype, and, with a schedule, sets the
+    optimizer's ``lr`` for its step first."""
     params, grads, optimizer = parts.network.params, parts.network.grads, parts.optimizer
     transforms, schedule, base_lr = parts.transforms, parts.schedule, parts.base_lr
     labels = y if y.ndim == 1 else y.argmax(axis=1)
@@ -223,16 +226,20 @@ def _train_epoch(
         while batch < count:
             index = order[batch * size : (batch + 1) * size]
             xb = x[index]
-            for transform in transforms:
+            for position, transform in enumerate(transforms):
                 try:
-                    xb = transform(xb, augment)
+                    augmented = transform(xb, augment)
                 except Exception as exc:
-                    raise blame(exc, lambda: parts.network.registry.describe("transforms", transform), "__call__")
+                    raise blame(exc, lambda: transform_label(parts.network.registry, position, transform), "__call__")
+                problem = batch_problem(augmented, xb)
+                if problem is not None:
+                    raise PluginError(f"{transform_label(parts.network.registry, position, transform)}: {problem}")
+                xb = augmented
             if schedule is not None:
                 try:
                     optimizer.lr = schedule(base_lr, state.epoch * count + batch, count, state.epochs)
                 except Exception as exc:
-                    raise blame(exc, lambda: parts.network.registry.describe("schedules", schedule), "__call__")
+                    raise blame(exc, lambda: schedule_label(parts.network.registry, schedule), "__call__")
             yb = y[index]
             loss, hits = step(xb, yb, yb if labels is y else labels[index])
             if not math.isfinite(loss):
