@@ -203,8 +203,23 @@ def test_a_corrupt_training_position_is_a_one_line_error(registry, tmp_path, edi
         ),
         (lambda a: a.update({"optim/steps": np.array("many")}), "optimizer state 'steps' holds <U4, not numbers"),
         (
-            lambda a: a.update({"optim/velocity/0.b": np.zeros(8, np.int64)}),
-            "optimizer state 'velocity/0.b' holds int64, not floating-point numbers",
+            lambda a: a.update({"optim/velocity/0.b": np.zeros(8, np.int32)}),
+            "optimizer state 'velocity/0.b' holds int32, not floating-point numbers",
+        ),
+        (
+            lambda a: a.update({"optim/velocity/0.b": np.zeros(8, np.float64)}),
+            "member 'optim/velocity/0.b.npy': too large to load: its header (8 float64) needs 64 bytes,"
+            " expected at most 32 for the state of layer 0 (affine): parameter 'b' (8 float32)",
+        ),
+        (
+            lambda a: a.update({"param/2.W": np.zeros((8, 3, 2), np.float32)}),
+            "member 'param/2.W.npy': too large to load: its header (8x3x2 float32) needs 192 bytes,"
+            " expected at most 96 for layer 2 (affine): parameter 'W' (8x3 float32)",
+        ),
+        (
+            lambda a: a.update({"optim/steps": np.zeros(2**14 + 1)}),
+            "member 'optim/steps.npy': too large to load: its header (16385 float64) needs 131,080 bytes,"
+            " expected at most 65,536 for optimizer state that is not a parameter's",
         ),
         (lambda a: a.update({"optim/steps": np.array(-3)}), "'steps' must be a non-negative integer"),
         (lambda a: a.update({"optim/momentum/0.W": np.zeros((16, 8), np.float32)}), "unknown SGD state 'momentum/0.W'"),
@@ -222,6 +237,25 @@ def test_arrays_that_cannot_be_used_are_refused_before_loading(registry, tmp_pat
     with pytest.raises(laminae.CheckpointError) as caught:
         laminae.load(path, registry=registry)
     assert caught.value.message.startswith(f"{path}: ") and reason in caught.value.message, caught.value.message
+
+
+def test_a_saved_generator_may_vary_in_length_but_not_without_bound(registry, tmp_path):
+    spec = tiny_spec()
+    spec["layers"][1] = {"type": "dropout", "rate": 0.5}
+    path = laminae.build(spec, registry=registry).save(tmp_path / "model.npz", registry=registry)
+    rng = json.loads(checkpoint.read(path, registry=registry).parts.network.state_dict()["1.rng"].tobytes())
+    rng["state"]["state"] = 1  # a shorter saved generator, as honest as the drawn one
+    shorter = json.dumps(rng).encode()
+    rewrite(path, lambda arrays, meta: arrays.update({"layer/1.rng": np.frombuffer(shorter, np.uint8)}))
+    assert laminae.load(path, registry=registry).network.state_dict()["1.rng"].tobytes() == shorter
+    padded = (json.dumps(rng) + " " * 2**16).encode()  # still valid JSON, and the same generator
+    rewrite(path, lambda arrays, meta: arrays.update({"layer/1.rng": np.frombuffer(padded, np.uint8)}))
+    with pytest.raises(laminae.CheckpointError) as caught:
+        laminae.load(path, registry=registry)
+    assert caught.value.message == (
+        f"{path}: member 'layer/1.rng.npy': too large to load: its header ({len(padded)} uint8) needs"
+        f" {len(padded):,} bytes, expected at most 65,536 for layer 1 (dropout): state 'rng' (a saved generator)"
+    )
 
 
 @pytest.mark.parametrize("plugins", [["a", "list"], {"layers:swish": "not a table"}, "text"])

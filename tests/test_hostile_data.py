@@ -1,11 +1,14 @@
-"""Hostile data files (issue 13): small crafted files that declare, or unpack
-to, far more than they honestly hold, read in a process limited to 1 GiB of
-address space.  Each must end in Laminae's own one line naming the file,
-never in a MemoryError, a kill or a traceback.
+"""Hostile data files (issues 13 and 22): small crafted files that declare, or
+unpack to, far more than they honestly hold, read in a process limited to
+1 GiB of address space, or, where that limit would itself tell Laminae how
+little memory there is, watched and killed past 1 GiB resident.  Each must
+end in Laminae's own one line naming the file, never in a MemoryError, a
+kill or a traceback.
 
-The bombs unpack to 1.5 GiB, more than the limit, so reading one whole would
-fail; they are built in milliseconds by repeating one compressed MiB of
-filler (deflate allows this after a full flush), with honest checksums.
+The bombs unpack to 1.5 GiB (those of issue 22 to 3.2 GB), more than the
+limit, so reading one whole would fail; they are built in milliseconds by
+repeating one compressed MiB of filler (deflate allows this after a full
+flush), with honest checksums (which take about a second per 3 GB).
 """
 from __future__ import annotations
 
@@ -17,18 +20,22 @@ import pickle
 import struct
 import subprocess
 import sys
+import time
 import zipfile
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from laminae.errors import DataError
+from laminae.persistence.checkpoint import META_MAX_BYTES
 from laminae.plugins.data_files import mnist_pickle
 from laminae.plugins.data_files.gzipped import open_data
 from laminae.plugins.data_files.idx import read_idx
 from laminae.safe_npz import escaped, load_npz
+from tests.training_helpers import tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 ADDRESS_SPACE = 2**30
@@ -38,6 +45,8 @@ BOMB_BYTES = 3 * 2**29
 """What each bomb unpacks to: 1.5 GiB."""
 MIB = 2**20
 IDX_IMAGES, IDX_LABELS = 2051, 2049
+WATCHDOG_RSS = 2**30
+"""A process whose resident memory passes this is killed: the 1 GB watchdog of issue 22."""
 PEAK_RSS_MAX = 128 * MIB
 """A refusal costs about 35 MB (50 MB through the CLI): the interpreter,
 numpy and a few MiB of reading.  A reader that decompressed up to its
@@ -67,17 +76,29 @@ def gzip_bomb(prefix: bytes, filler: int = 0, count: int = BOMB_BYTES) -> bytes:
     return header + data + struct.pack("<II", crc, (len(prefix) + count) % 2**32)
 
 
-def zip_bomb(name: str, prefix: bytes, count: int = BOMB_BYTES, file_size: int | None = None) -> bytes:
-    """A one-member zip of ``prefix`` and ``count`` zeros, deflated; ``file_size``
-    is what its directory says the member unpacks to (by default the truth)."""
+def zip_bomb(
+    name: str,
+    prefix: bytes,
+    count: int = BOMB_BYTES,
+    file_size: int | None = None,
+    others: Mapping[str, bytes] | None = None,
+) -> bytes:
+    """A zip of the members ``others`` (stored) and ``name``: ``prefix`` and
+    ``count`` zeros, deflated, whose directory says it unpacks to ``file_size``
+    (by default the truth)."""
     data, crc = deflate_bomb(prefix, 0, count)
-    size = len(prefix) + count if file_size is None else file_size
-    encoded = name.encode()
-    fields = (20, 0, zipfile.ZIP_DEFLATED, 0, 0x21, crc, len(data), size, len(encoded))
-    local = struct.pack("<4s5H3IHH", b"PK\x03\x04", *fields, 0) + encoded
-    central = struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, *fields, 0, 0, 0, 0, 0, 0) + encoded
-    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, len(central), len(local) + len(data), 0)
-    return local + data + central + end
+    members = [(other, zipfile.ZIP_STORED, zlib.crc32(content), content, len(content))
+               for other, content in (others or {}).items() if other != name]
+    members.append((name, zipfile.ZIP_DEFLATED, crc, data, len(prefix) + count if file_size is None else file_size))
+    locals_, centrals = b"", b""
+    for member, method, checksum, content, size in members:
+        encoded = member.encode()
+        fields = (20, 0, method, 0, 0x21, checksum, len(content), size, len(encoded))
+        central = struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, *fields, 0, 0, 0, 0, 0, len(locals_))
+        centrals += central + encoded
+        locals_ += struct.pack("<4s5H3IHH", b"PK\x03\x04", *fields, 0) + encoded + content
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, len(members), len(members), len(centrals), len(locals_), 0)
+    return locals_ + centrals + end
 
 
 def npy_header(shape: tuple[int, ...], dtype: str = "<f8") -> bytes:
@@ -213,10 +234,11 @@ def write_case(root: Path, case: str) -> Path:
 # --- running under the limit --------------------------------------------------
 
 
-LIMITED = f"""
+LIMITED = """
 import atexit, resource, sys
-resource.setrlimit(resource.RLIMIT_AS, ({ADDRESS_SPACE}, {ADDRESS_SPACE}))
-PEAK = sys.argv.pop(1)
+LIMIT, PEAK = int(sys.argv.pop(1)), sys.argv.pop(1)
+if LIMIT:
+    resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
 
 def report_peak():  # this process's own high-water mark, since it was exec'd
     with open("/proc/self/status") as status, open(PEAK, "w") as peak:
@@ -224,24 +246,53 @@ def report_peak():  # this process's own high-water mark, since it was exec'd
 
 atexit.register(report_peak)
 """
-"""Run first in every limited process: the limit, then a record of its peak
-resident memory on the way out."""
+"""Run first in every limited process: the limit (none if 0), then a record
+of its peak resident memory on the way out."""
 
 AS_THE_CLI = "import runpy\nrunpy.run_module('laminae', run_name='__main__', alter_sys=True)\n"
 """What ``python -m laminae`` runs, after the limit."""
 
 
-def run_limited(script: str, args: list[str], tmp_path: Path) -> tuple[int, str, str, int]:
-    """Run ``script`` with ``args`` under the address-space limit: exit status,
-    stdout, stderr, and the process's peak resident memory in bytes."""
+def run_limited(
+    script: str, args: list[str], tmp_path: Path, address_space: int | None = ADDRESS_SPACE
+) -> tuple[int, str, str, int]:
+    """Run ``script`` with ``args`` under the ``address_space`` limit (None: none,
+    so Laminae sees all the machine's memory as available), killed if its
+    resident memory passes ``WATCHDOG_RSS``: exit status, stdout, stderr, and
+    the process's peak resident memory in bytes."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "LAMINAE_DATA": str(tmp_path / "no-data"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    peak = tmp_path / "peak-kib"
-    result = subprocess.run(
-        [sys.executable, "-c", LIMITED + script, str(peak), *args],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=60,
-    )
-    return result.returncode, result.stdout, result.stderr, int(peak.read_text()) * 1024 if peak.exists() else -1
+    peak, out, err = tmp_path / "peak-kib", tmp_path / "stdout", tmp_path / "stderr"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-c", LIMITED + script, str(address_space or 0), str(peak), *args],
+            stdout=stdout, stderr=stderr, cwd=ROOT, env=env,
+        )
+        seen = watch(process, timeout=60)
+    return process.returncode, out.read_text(), err.read_text(), int(peak.read_text()) * 1024 if peak.exists() else seen
+
+
+def watch(process: subprocess.Popen, timeout: float) -> int:
+    """Wait for ``process``, killing it once its resident memory passes
+    ``WATCHDOG_RSS`` or it outlives ``timeout`` seconds; the most resident memory seen."""
+    seen, deadline = 0, time.monotonic() + timeout
+    while process.poll() is None:
+        seen = max(seen, resident_bytes(process.pid))
+        if seen > WATCHDOG_RSS or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            break
+        time.sleep(0.005)  # filling memory at 2 GB/s, a process gains 10 MB between looks
+    return seen
+
+
+def resident_bytes(pid: int) -> int:
+    """The process's resident memory now (0 once it has exited)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next((int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:")), 0)
+    except OSError:
+        return 0
 
 
 READERS = {
@@ -279,7 +330,7 @@ print("read without complaint")
 
 def assert_one_line(status: int, stdout: str, stderr: str, peak: int, words: str, path: Path) -> None:
     assert "Traceback" not in stderr and "MemoryError" not in stderr, stderr
-    assert status == 2, (status, stdout, stderr)
+    assert status == 2, (status, f"peak resident memory {peak / MIB:.0f} MiB", stdout, stderr)
     assert stderr.endswith("\n") and stderr.count("\n") == 1, stderr
     assert words in stderr and str(path) in stderr, stderr
     assert "\x1b" not in stderr and "\r" not in stderr
@@ -296,8 +347,7 @@ def test_the_reader_refuses_in_one_line_within_bounded_memory(tmp_path, case):
 
 @pytest.mark.parametrize(
     "case",
-    ["idx-declares-gigabytes", "idx-trailing-gigabytes", "pickle-ndarray-call", "pickle-string-of-gigabytes",
-     "npz-bomb-as-its-header-says"],
+    ["idx-declares-gigabytes", "idx-trailing-gigabytes", "pickle-ndarray-call", "pickle-string-of-gigabytes"],
 )
 def test_training_on_a_crafted_data_set_is_one_line(tmp_path, case):
     path = write_case(tmp_path / "data", case)
@@ -313,11 +363,6 @@ CHECKPOINTS = {
         "member 'param/0.W.npy': corrupt: its header"
         " (1000000000000 float64) needs 8,000,000,000,128 bytes, but the archive says it holds 208",
     ),
-    "zip-bomb": (
-        lambda: zip_bomb("param/0.W.npy", npy_header((BOMB_BYTES // 8,))),
-        f"member 'param/0.W.npy': too large to load: its header ({BOMB_BYTES // 8} float64) needs {BOMB_BYTES:,}"
-        " bytes, more than",
-    ),
     "name-that-clears-the-screen": (
         lambda: small_npz("param/\x1b[2J\r0.W.npy", npy_header((1,)) + bytes(8)),
         r"not a Laminae checkpoint (member 'param/\x1b[2J\r0.W.npy' has control characters in its name)",
@@ -331,6 +376,80 @@ def test_evaluating_a_crafted_checkpoint_is_one_line(tmp_path, case):
     path = tmp_path / "model.npz"
     path.write_bytes(craft())
     status, stdout, stderr, peak = run_limited(AS_THE_CLI, ["eval", str(path)], tmp_path)
+    assert_one_line(status, stdout, stderr, peak, words, path)
+
+
+# --- bombs whose header and directory agree (issue 22) ------------------------
+# Run with no address-space limit, as a user would: the memory available is
+# then all the machine's, and only the watchdog stands between a bomb and it.
+
+
+CHECKPOINT_BOMB_BYTES = 3_200_000_000
+"""The checkpoint bombs of issue 22: 3.2 GB of zeros, in 3 MB of zip."""
+CHECKPOINT_BOMBS = {
+    "param/0.W": (
+        npy_header((CHECKPOINT_BOMB_BYTES // 8,)),
+        f"member 'param/0.W.npy': too large to load: its header ({CHECKPOINT_BOMB_BYTES // 8} float64) needs"
+        f" {CHECKPOINT_BOMB_BYTES:,} bytes, expected at most 512 for layer 0 (affine): parameter 'W' (16x8 float32)",
+    ),
+    "meta": (
+        npy_header((CHECKPOINT_BOMB_BYTES,), "|u1"),
+        f"member 'meta.npy': too large to load: its header ({CHECKPOINT_BOMB_BYTES} uint8) needs"
+        f" {CHECKPOINT_BOMB_BYTES:,} bytes, expected at most {META_MAX_BYTES:,} for a checkpoint's metadata",
+    ),
+}
+"""The member of a small model's checkpoint that holds the bomb, its header, and the words refusing it."""
+DATA_BOMB_IMAGES = 3_954_082
+"""28x28 images in the data bomb's ``x_train``: 3.1 GB."""
+
+
+@pytest.fixture(scope="module")
+def checkpoint_bomb(tmp_path_factory, registry):
+    """``checkpoint_bomb(member)``: the bytes of a small model's checkpoint whose
+    ``member`` (a key of ``CHECKPOINT_BOMBS``) is a bomb, honest in all else."""
+    path = tiny_model(registry).save(tmp_path_factory.mktemp("honest") / "model.npz", registry=registry)
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    return functools.cache(
+        lambda member: zip_bomb(f"{member}.npy", CHECKPOINT_BOMBS[member][0], CHECKPOINT_BOMB_BYTES, others=members)
+    )
+
+
+LOAD = READ_AND_REPORT.format(reader="from laminae import load as read\narguments = ()\n")
+"""``laminae.load`` on the file, its refusal printed as the CLI would."""
+COMMANDS = {
+    "eval": lambda path: (AS_THE_CLI, ["eval", str(path)]),
+    "predict": lambda path: (AS_THE_CLI, ["predict", str(path), str(path.parent / "sample.npy")]),
+    "train-resume": lambda path: (AS_THE_CLI, ["train", "--resume", str(path.parent)]),
+    "laminae.load": lambda path: (LOAD, [str(path)]),
+}
+"""How each command is given the checkpoint ``path`` (in a run directory, beside a sample)."""
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("member", CHECKPOINT_BOMBS)
+def test_a_checkpoint_bomb_is_refused_unread_by_every_command(tmp_path, checkpoint_bomb, member, command):
+    path = tmp_path / "run" / "model.npz"
+    path.parent.mkdir()
+    path.write_bytes(checkpoint_bomb(member))
+    np.save(path.parent / "sample.npy", np.zeros((1, 4, 4), np.float32))
+    script, args = COMMANDS[command](path)
+    status, stdout, stderr, peak = run_limited(script, args, tmp_path, address_space=None)
+    assert_one_line(status, stdout, stderr, peak, CHECKPOINT_BOMBS[member][1], path)
+
+
+def test_evaluating_on_a_keras_npz_bomb_is_one_line(tmp_path, registry):
+    checkpoint = tiny_model(registry).save(tmp_path / "model.npz", registry=registry)
+    path = tmp_path / "data" / "mnist" / "mnist.npz"
+    path.parent.mkdir(parents=True)
+    images = DATA_BOMB_IMAGES * 28 * 28
+    path.write_bytes(zip_bomb("x_train.npy", npy_header((DATA_BOMB_IMAGES, 28, 28), "|u1"), images))
+    command = ["eval", str(checkpoint), "--dataset", "mnist", "--data-dir", str(tmp_path / "data")]
+    status, stdout, stderr, peak = run_limited(AS_THE_CLI, command, tmp_path, address_space=None)
+    words = (
+        f"member 'x_train.npy': too large to load: its header ({DATA_BOMB_IMAGES}x28x28 uint8) needs {images:,}"
+        " bytes, more than the 268,435,456 bytes left of the 268,435,456 accepted for a data file"
+    )
     assert_one_line(status, stdout, stderr, peak, words, path)
 
 

@@ -103,7 +103,7 @@ def test_a_layer_whose_state_cannot_combine_is_still_refused():
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
-        (lambda a: a.update({"layer/1.mean": a["layer/1.mean"].astype(np.int64)}), "state 'mean' holds int64, expected float32"),
+        (lambda a: a.update({"layer/1.mean": a["layer/1.mean"].astype(np.int32)}), "state 'mean' holds int32, expected float32"),
         (lambda a: a.update({"layer/1.mean": a["layer/1.mean"][:10]}), "state 'mean' has shape (10,), expected (100,)"),
         (lambda a: a.update({"layer/1.extra": np.zeros(3, np.float32)}), "unexpected state 'extra'"),
         (lambda a: a.pop("layer/1.var"), "state 'var' is missing"),

@@ -21,11 +21,13 @@ from laminae.errors import DataError
 from laminae.safe_npz import read_into
 
 DECOMPRESSED_MAX_BYTES = 2**28
-"""The most any data file read here may hold once decompressed: 256 MiB.
-The largest of the built-in data sets' files, the classic ``mnist.pkl.gz``,
-unpacks to 220,080,342 bytes, and MNIST's largest IDX file (the training
-images) to 47,040,016; a file declaring more is refused before it is
-decompressed, so a gzip bomb costs at most this much memory, not gigabytes."""
+"""The most any data file may hold once decompressed: 256 MiB, whether gzip,
+IDX, pickle or the arrays of an ``.npz``.  The largest of the built-in data
+sets' files, the classic ``mnist.pkl.gz``, unpacks to 220,080,342 bytes,
+Keras' ``mnist.npz`` holds 54,880,000 of images (and 70,000 labels), and
+MNIST's largest IDX file (the training images) unpacks to 47,040,016; a file
+declaring more is refused before it is decompressed, so a bomb costs at
+most this much memory, not gigabytes."""
 
 
 class DataStream:
