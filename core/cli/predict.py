@@ -14,6 +14,7 @@ import numpy as np
 
 from laminae.cli import plugin_options, registry_from
 from laminae.errors import DataError, location, one_line
+from laminae.safe_npz import HEADER_READERS
 
 HELP = "classify PNG images or .npy arrays with a checkpoint"
 EXAMPLE = "laminae predict runs/quickstart-20240101-120000 digit.png sample.npy"
@@ -56,10 +57,6 @@ def read_sample(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     return pixels.reshape(shape)
 
 
-NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-"""numpy's header readers, by format version (3.0 only differs in allowing utf-8 field names)."""
-
-
 def _read_npy(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     """The array of a ``.npy`` file, its header checked against the sample ``shape``
     before any data is read: a header may declare any size."""
@@ -69,9 +66,9 @@ def _read_npy(path: Path, shape: tuple[int, ...]) -> np.ndarray:
                 raise DataError(f"{path}: not a .npy array (an .npz archive or another file?)")
             file.seek(0)
             version = np.lib.format.read_magic(file)
-            if version not in NPY_HEADERS:
+            if version not in HEADER_READERS:
                 raise DataError(f"{path}: .npy format version {version} is not supported")
-            declared, _, dtype = NPY_HEADERS[version](file)
+            declared, _, dtype = HEADER_READERS[version](file)
             if dtype.hasobject:
                 raise DataError(f"{path}: holds pickled Python objects, which are refused")
             if prod(declared) != prod(shape):
