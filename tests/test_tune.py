@@ -116,6 +116,8 @@ BAD_TABLES = [
     ('sampler = "grid"\nspace."optimizer.lr" = { type = "float", low = 0.2, high = 0.3 }',
      "space 'optimizer.lr': the grid sampler needs a 'step'"),
     ("trials = 3", "missing required key 'space'"),
+    ('grace_seconds = 5\nspace."optimizer.lr" = { type = "float", low = 0.01, high = 0.1 }',
+     "'grace_seconds' 5 must be above 'heartbeat_seconds' 10 (a live worker's trial would be failed between its beats)"),
 ]
 
 
@@ -191,7 +193,7 @@ def test_a_trial_left_running_by_a_dead_worker_is_marked_failed(tmp_path):
     alive = study.ask()
     alive.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     setup = StudySetup(name, "small.toml", spec, table, registry, None, None, tmp_path)
-    assert fail_orphans(setup) == ["trial 0 failed: its worker process is gone (killed in an earlier run)"]
+    assert fail_orphans(study, setup) == ["trial 0 failed: its worker process is gone (killed in an earlier run)"]
     assert [t.state.name for t in trials_of(journal(tmp_path))] == ["FAIL", "RUNNING"]
 
 
@@ -233,3 +235,26 @@ def test_a_study_searches_keys_inside_a_block(tmp_path):
         else:
             assert trial.state.name == "COMPLETE"
     assert result.best_trial is not None
+
+
+def test_the_command_opens_the_study_once_and_each_worker_process_its_own(tmp_path, monkeypatch):
+    """The orphan clean-up, the watcher and the report use the study the command
+    opened (the failing of a dead worker's trial is given it too); the forked
+    workers open theirs (what they count is in their own memory, unseen here)."""
+    opened = []
+
+    def counting(open_it):
+        def open_and_count(*args, **kwargs):
+            opened.append(open_it.__name__)
+            return open_it(*args, **kwargs)
+
+        return open_and_count
+
+    monkeypatch.setattr(optuna, "create_study", counting(optuna.create_study))
+    monkeypatch.setattr(optuna, "load_study", counting(optuna.load_study))
+    doc = tomllib.loads(SMALL)
+    doc["models"]["small"]["tune"].update(trials=2, epochs=1)
+    result = tune(doc, "small", out=tmp_path / "study", workers=2, show=lambda line: None, bar=False)
+    assert opened == ["create_study"]
+    workers = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials_of(journal(tmp_path / "study"))}
+    assert result.trials == 2 and str(os.getpid()) not in workers

@@ -1,14 +1,21 @@
-"""A small tunable model on the bundled MNIST sample, and ways to read a study back."""
+"""A small tunable model on the bundled MNIST sample, ways to run ``laminae tune`` on it, and to read a study back."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import optuna
 
 LAMINAE = [sys.executable, "-m", "laminae"]
+T = TypeVar("T")
 
 SMALL = """\
 [models.small]
@@ -34,10 +41,70 @@ space."layers.0.units" = { type = "int", low = 8, high = 24, step = 8 }
 """
 
 
-def write_model(folder: Path, text: str = SMALL) -> Path:
-    path = folder / "small.toml"
+def write_model(folder: Path, text: str = SMALL, file: str = "small.toml") -> Path:
+    path = folder / file
     path.write_text(text)
     return path
+
+
+def with_tune(text: str = SMALL, **keys: object) -> str:
+    """``text`` with these keys of its tune table set, as TOML literals (``pruner='"none"'``)."""
+    head, table = text.split("[models.small.tune]\n")
+    lines = [line for line in table.splitlines(keepends=True) if line.split(" = ")[0] not in keys]
+    return head + "[models.small.tune]\n" + "".join(f"{key} = {value}\n" for key, value in keys.items()) + "".join(lines)
+
+
+@contextlib.contextmanager
+def tune_process(*args: object) -> Iterator[subprocess.Popen]:
+    """``laminae tune ARGS`` as a terminal starts it, the leader of its own process
+    group; whatever of it still runs when the block ends is killed."""
+    command = subprocess.Popen(
+        [*LAMINAE, "tune", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        yield command
+    finally:
+        for pid in [*children(command.pid), command.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        command.communicate()
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started that still run (the tune command's workers)."""
+    found = []
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in listing.read_text().split()]
+    return found
+
+
+def wait_for(find: Callable[[], T], what: str, command: subprocess.Popen, timeout: float = 60) -> T:
+    """The first true value ``find`` returns, polling while ``command`` runs; fails
+    the test naming ``what`` if the command ends first or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (found := find()):
+        if command.poll() is not None:
+            out, err = command.communicate()
+            raise AssertionError(f"no {what}: the command ended with status {command.returncode}\n{out}{err}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} after {timeout} s")
+        time.sleep(0.05)
+    return found
+
+
+def trials_in_training(study_dir: Path, count: int) -> list[int]:
+    """The numbers of the trials that have finished an epoch, once there are ``count`` of them (else [])."""
+    numbers = [int(log.parent.name) for log in sorted((study_dir / "trials").glob("*/metrics.csv")) if rows_in(log) >= 1]
+    return numbers if len(numbers) >= count else []
+
+
+def rows_in(metrics: Path) -> int:
+    """Complete rows in a ``metrics.csv`` that training may be appending to."""
+    try:
+        return max(0, metrics.read_text().count("\n") - 1)
+    except FileNotFoundError:
+        return 0
 
 
 def tune_command(*args: object, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -3,15 +3,19 @@
 The default storage is Optuna's journal: one append-only file in the study
 directory, locked by each writer, so several local processes share it with
 no server.  ``--storage URL`` takes any Optuna storage URL instead; an RDB
-one (``postgresql+psycopg://``, ``sqlite:///``) gets a heartbeat, so a
-worker that is killed has its trial marked failed by the others.
+one (``postgresql+psycopg://``, ``sqlite:///``) gets a heartbeat (the tune
+table's ``heartbeat_seconds`` and ``grace_seconds``), so a worker that is
+killed has its trial marked failed by the others.
 
 Optuna is imported inside each function, through :func:`laminae.optional.require`:
 without ``laminae[tune]`` the command says what to install in one line.
 """
 from __future__ import annotations
 
+import contextlib
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +24,6 @@ from laminae.optional import require
 from laminae.tuning.table import TuneTable
 
 JOURNAL_FILE = "journal.log"
-HEARTBEAT_SECONDS = 10
-"""How often a trial's worker tells an RDB storage it is alive ..."""
-GRACE_SECONDS = 30
-"""... and how long after its last beat the others mark its trial failed."""
 OPEN_ATTEMPTS = 3
 """Machines that start together on an empty database race to create Optuna's
 tables, and all but one fail; the second attempt finds the tables there."""
@@ -41,8 +41,8 @@ def optuna() -> Any:
     return module
 
 
-def open_storage(url: str | None, study_dir: Path) -> Any:
-    """The storage of ``url``, or the journal file in ``study_dir``."""
+def open_storage(url: str | None, study_dir: Path, table: TuneTable) -> Any:
+    """The storage of ``url``, beating as often as ``table`` says, or the journal file in ``study_dir``."""
     storages = optuna().storages
     if url is None:
         from optuna.storages.journal import JournalFileBackend
@@ -52,7 +52,8 @@ def open_storage(url: str | None, study_dir: Path) -> Any:
         raise SpecError(f"--storage {url!r}: not an Optuna storage URL (sqlite:///FILE, postgresql+psycopg://..., mysql://...)")
     for attempt in range(OPEN_ATTEMPTS):
         try:
-            return storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
+            with _heartbeat_unannounced():
+                return storages.RDBStorage(url, heartbeat_interval=table.heartbeat_seconds, grace_period=table.grace_seconds)
         except ImportError as exc:
             raise SpecError(f"--storage {url!r} needs a database driver: {one_line(exc)} (pip install 'laminae[tune]')") from None
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy's errors: a server out of reach, a race
@@ -60,6 +61,25 @@ def open_storage(url: str | None, study_dir: Path) -> Any:
                 raise SpecError(f"--storage {_without_password(url)}: cannot open: {one_line(exc)}") from None
             time.sleep(1 + attempt)
     raise AssertionError("unreachable")
+
+
+def fail_silent_trials(study: Any) -> list[int]:
+    """Optuna's heartbeat sweep: fail the running trials whose workers have been
+    silent for the grace period (none on a storage without a heartbeat); their numbers."""
+    state = optuna().trial.TrialState
+    running = study.get_trials(deepcopy=False, states=[state.RUNNING])
+    with _heartbeat_unannounced():
+        optuna().storages.fail_stale_trials(study)
+    failed = {t.number for t in study.get_trials(deepcopy=False, states=[state.FAIL])}
+    return [t.number for t in running if t.number in failed]
+
+
+@contextlib.contextmanager
+def _heartbeat_unannounced() -> Iterator[None]:
+    """A block in which Optuna does not warn, at every start, that its heartbeat is experimental."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna().exceptions.ExperimentalWarning)
+        yield
 
 
 def _without_password(url: str) -> str:

@@ -73,10 +73,10 @@ def tune(
     if type(workers) is not int or workers < 1:
         raise SpecError(f"--workers must be a positive integer, got {workers!r}")
     setup.study_dir.mkdir(parents=True, exist_ok=True)
-    study = open_study(setup.name, setup.table, open_storage(storage, setup.study_dir))
+    study = setup.open()
     if setup.table.baseline and not study.get_trials(deepcopy=False):
         study.enqueue_trial(setup.table.baseline_values(setup.spec, setup.registry), skip_if_exists=True)
-    for line in fail_orphans(setup):
+    for line in fail_orphans(study, setup):
         show(line)
     interrupted = False
     if counted(study) >= setup.table.trials:
@@ -84,11 +84,11 @@ def tune(
     else:
         show(f"tuning {setup.name}: {setup.table.trials} trials of {_epochs(setup)} epochs, {workers} worker(s);"
              f" {len(setup.train)} training and {len(setup.validation)} validation samples; study in {setup.study_dir}")
-        outcome = run_workers(setup, workers, show, bar)
+        outcome = run_workers(study, setup, workers, show, bar)
         interrupted = outcome.interrupted
         for line in outcome.lost:
             show(line)
-    return finish(setup, test, interrupted, show)
+    return finish(study, setup, test, interrupted, show)
 
 
 def prepare(
@@ -138,20 +138,22 @@ def trials_table(
     folder = study_dir(out, name)
     if storage is None and not (folder / JOURNAL_FILE).exists():
         raise SpecError(f"{folder}: no study here (run laminae tune first, or give --out or --storage)")
-    study = open_study(name, table, open_storage(storage, folder))
+    study = open_study(name, table, open_storage(storage, folder, table))
     return report.table(study, table.metric)
 
 
-def finish(setup: StudySetup, test: Any, interrupted: bool, show: Callable[[str], None]) -> TuneResult:
+def finish(study: Any, setup: StudySetup, test: Any, interrupted: bool, show: Callable[[str], None]) -> TuneResult:
     """Report the study: the best trials, the best model file, its test accuracy, plots."""
-    study = open_study(setup.name, setup.table, open_storage(setup.storage, setup.study_dir))
     done = counted(study)
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     table = report.table(study, setup.table.metric)
     show(f"study {setup.name!r}: {done} of {setup.table.trials} trials, best first:")
     show(report.table(study, setup.table.metric, limit=10))
+    stopped = f"interrupted: {done} of {setup.table.trials} trials finished; run the same command to resume"
     if not complete:
         show("no trial completed yet: nothing to write")
+        if interrupted:
+            show(stopped)
         return TuneResult(setup.study_dir, done, None, None, {}, None, None, interrupted, table)
     best = study.best_trial
     best_file = report.write_best(
@@ -160,7 +162,7 @@ def finish(setup: StudySetup, test: Any, interrupted: bool, show: Callable[[str]
     show(f"best trial {best.number}: {setup.table.metric} {best.value:.4f}; its model: {best_file}")
     accuracy = None
     if interrupted:
-        show(f"interrupted: {done} of {setup.table.trials} trials finished; run the same command to resume")
+        show(stopped)
     elif done >= setup.table.trials:
         accuracy = _test_accuracy(study, best, setup, test, show)
     for line in report.write_plots(study, setup.study_dir):

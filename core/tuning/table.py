@@ -58,6 +58,18 @@ class TuneTable:
     """Trials sampled at random before TPE models the results, and finished before the median pruner prunes."""
     baseline: bool = attrs.field(default=False, validator=boolean)
     """Run the model's own values first, as trial 0: the hand-set result to beat."""
+    heartbeat_seconds: int = attrs.field(default=10, validator=positive_int)
+    """How often a worker on an RDB storage tells it that its trial is alive ..."""
+    grace_seconds: int = attrs.field(default=30, validator=positive_int)
+    """... and how long after its last beat another worker fails that trial."""
+
+    @grace_seconds.validator
+    def _longer_than_a_beat(self, _attribute: attrs.Attribute, value: int) -> None:
+        if value <= self.heartbeat_seconds:
+            raise ValueError(
+                f"'grace_seconds' {value} must be above 'heartbeat_seconds' {self.heartbeat_seconds}"
+                " (a live worker's trial would be failed between its beats)"
+            )
 
     def baseline_values(self, spec: Mapping[str, Any], registry: Registry) -> dict[str, Any]:
         return {path: value_at(spec, path, registry) for path in self.space}

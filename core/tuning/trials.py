@@ -48,6 +48,10 @@ class StudySetup:
     def run_dir(self, number: int) -> Path:
         return self.study_dir / TRIALS_DIR / f"{number:04d}"
 
+    def open(self, worker: int = 0) -> Any:
+        """The study, from its storage (created if new); ``worker`` picks its sampler's stream."""
+        return open_study(self.name, self.table, open_storage(self.storage, self.study_dir, self.table), worker)
+
 
 class Interrupted(LaminaeError):
     """A trial stopped by Ctrl-C or SIGTERM: not counted, run again on resume."""
@@ -73,8 +77,9 @@ class StopFlag(handling):
         return self
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def worker_id(pid: int | None = None) -> str:
+    """``host:pid`` of this process, or of process ``pid`` of this machine: who runs a trial."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 @attrs.define
@@ -139,10 +144,12 @@ class Objective:
             study.stop()
 
 
-def run_worker(setup: StudySetup, worker: int = 0) -> bool:
+def run_worker(setup: StudySetup, worker: int = 0, study: Any = None) -> bool:
     """Run trials until the study has ``trials`` of them or a signal asks to stop;
-    True if a signal stopped it."""
-    study = open_study(setup.name, setup.table, open_storage(setup.storage, setup.study_dir), worker)
+    True if a signal stopped it.  A worker in the command's own process is
+    given the command's ``study``; a worker process opens its own."""
+    if study is None:
+        study = setup.open(worker)
     with StopFlag() as stop:
         objective = Objective(setup, study, stop)
         if counted(study) < setup.table.trials:

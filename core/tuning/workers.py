@@ -1,12 +1,15 @@
 """Run a study's workers: in this process, or as N local processes, with a progress line per trial.
 
-Each worker process is forked (Linux), so it shares the data already loaded;
-it opens the storage itself and runs trials until the study has all of them.  The workers run in their own process group, so
-Ctrl-C reaches only this process, which passes it on once to each: each
-stops after the current batch, its trial is recorded as interrupted (and
-run again on resume), and the finished trials stay.  A worker that dies
-(killed, out of memory) has its running trial marked failed here; the
-others go on.
+The command opens the study once and hands it to everything here (the
+clean-up of orphans, the watcher, the failing of a dead worker's trial);
+each worker process is forked (Linux), so it shares the data already
+loaded, and opens the storage itself and runs trials until the study has
+all of them.  The workers run in their own process group, so Ctrl-C
+reaches only this process, which passes it on once to each: each stops
+after the current batch, its trial is recorded as interrupted (and run
+again on resume), and the finished trials stay.  A worker that dies
+(killed, out of memory) has its running trial marked failed here as soon
+as it is gone; the others go on.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from multiprocessing.connection import wait
 from typing import Any
 
 import attrs
@@ -26,7 +30,7 @@ from laminae.errors import LaminaeError
 from laminae.training.forked import forking_works
 from laminae.training.signals import handling
 from laminae.tuning.report import trial_line
-from laminae.tuning.storage import counts, open_storage, open_study, optuna
+from laminae.tuning.storage import counts, fail_silent_trials, optuna
 from laminae.tuning.trials import StudySetup, run_worker, worker_id
 
 POLL_SECONDS = 0.5
@@ -36,15 +40,15 @@ POLL_SECONDS = 0.5
 class WorkersOutcome:
     interrupted: bool = False
     lost: list[str] = attrs.Factory(list)
-    """One line per worker process that died, naming the trial marked failed."""
+    """One line per worker process that died with no trial running (the watcher reports a trial failed so)."""
 
 
-def run_workers(setup: StudySetup, workers: int, show: Callable[[str], None], bar: bool | None) -> WorkersOutcome:
-    """Run ``workers`` workers until the study has its trials; ``show`` prints a line per finished trial."""
-    watcher = Watcher(setup, show, bar)  # notes the trials finished before these workers start
+def run_workers(study: Any, setup: StudySetup, workers: int, show: Callable[[str], None], bar: bool | None) -> WorkersOutcome:
+    """Run ``workers`` workers until ``study`` has its trials; ``show`` prints a line per finished trial."""
+    watcher = Watcher(study, setup, show, bar)  # notes the trials finished before these workers start
     if workers == 1:
         with watcher:
-            return WorkersOutcome(interrupted=run_worker(setup))
+            return WorkersOutcome(interrupted=run_worker(setup, study=study))
     if not forking_works():
         raise LaminaeError(
             f"--workers {workers} forks worker processes, which only Linux does safely;"
@@ -64,11 +68,15 @@ def run_workers(setup: StudySetup, workers: int, show: Callable[[str], None], ba
                     os.kill(process.pid, signal.SIGINT)
 
     with watcher, handling(pass_on):
-        for process in processes:
-            process.join()
-    for process in processes:
-        if process.exitcode not in (0, None):
-            outcome.lost += fail_trials_of(setup, f"{worker_id().rsplit(':', 1)[0]}:{process.pid}", _death(process.exitcode))
+        running = {process.sentinel: process for process in processes}
+        while running:
+            for ended in wait(list(running)):
+                process = running.pop(ended)
+                process.join()
+                if process.exitcode != 0:
+                    death = _death(process.exitcode)
+                    if not fail_trials_of(study, worker_id(process.pid), f"its worker process {death}"):
+                        outcome.lost.append(f"worker process {process.pid} {death}")
     return outcome
 
 
@@ -86,39 +94,43 @@ def _worker_main(setup: StudySetup, index: int) -> None:
 
 def _death(exitcode: int) -> str:
     if exitcode < 0:
-        return f"its worker process was killed by {signal.Signals(-exitcode).name}"
-    return f"its worker process stopped with exit status {exitcode}"
+        return f"was killed by {signal.Signals(-exitcode).name}"
+    return f"stopped with exit status {exitcode}"
 
 
-def fail_trials_of(setup: StudySetup, worker: str, reason: str) -> list[str]:
+def fail_trials_of(study: Any, worker: str, reason: str) -> list[str]:
     """Mark failed the running trials of ``worker`` (``host:pid``), which is gone."""
-    storage = open_storage(setup.storage, setup.study_dir)
-    study = open_study(setup.name, setup.table, storage)
+    trial_state = optuna().trial.TrialState
     lines = []
-    for trial in study.get_trials(deepcopy=False, states=[optuna().trial.TrialState.RUNNING]):
+    for trial in study.get_trials(deepcopy=False, states=[trial_state.RUNNING]):
         if trial.user_attrs.get("worker") == worker:
-            storage.set_trial_user_attr(trial._trial_id, "error", reason)
-            study.tell(trial.number, state=optuna().trial.TrialState.FAIL)
+            try:
+                study._storage.set_trial_user_attr(trial._trial_id, "error", reason)
+            except optuna().exceptions.UpdateFinishedTrialError:
+                continue  # finished meanwhile: another machine's heartbeat sweep failed it
+            study.tell(trial.number, state=trial_state.FAIL, skip_if_finished=True)
             lines.append(f"trial {trial.number} failed: {reason}")
     return lines
 
 
-def fail_orphans(setup: StudySetup) -> list[str]:
-    """Mark failed the running trials left by dead processes of this machine.
+def fail_orphans(study: Any, setup: StudySetup) -> list[str]:
+    """Mark failed the running trials whose workers are gone, a line for each.
 
-    The journal file has no heartbeat: a worker killed in an earlier run
-    leaves its trial running for ever.  RDB storages need none of this,
-    their heartbeat does it.
+    On an RDB storage that is Optuna's heartbeat sweep, which the workers
+    also run before each trial: run here too, it frees a trial that a
+    killed worker left running in a study that then filled up, which no
+    worker would sweep again.  The journal file has no heartbeat: the
+    trials of this machine's dead processes are failed instead.
     """
     if setup.storage is not None:
-        return []
-    study = open_study(setup.name, setup.table, open_storage(None, setup.study_dir))
-    host = worker_id().rsplit(":", 1)[0]
+        silent = f"its worker went silent for over {setup.table.grace_seconds} s (no heartbeat)"
+        return [f"trial {number} failed: {silent}" for number in fail_silent_trials(study)]
     lines = []
     for trial in study.get_trials(deepcopy=False, states=[optuna().trial.TrialState.RUNNING]):
-        owner, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
-        if owner == host and pid.isdigit() and not _alive(int(pid)):
-            lines += fail_trials_of(setup, f"{owner}:{pid}", "its worker process is gone (killed in an earlier run)")
+        worker = str(trial.user_attrs.get("worker", ""))
+        pid = worker.rpartition(":")[2]
+        if pid.isdigit() and worker == worker_id(int(pid)) and not _alive(int(pid)):
+            lines += fail_trials_of(study, worker, "its worker process is gone (killed in an earlier run)")
     return lines
 
 
@@ -136,9 +148,8 @@ class Watcher:
     """A thread that reads the study twice a second: a progress bar over trials
     (on a terminal) and one line per trial that finished, whoever ran it."""
 
-    def __init__(self, setup: StudySetup, show: Callable[[str], None], bar: bool | None) -> None:
-        self.setup, self.show, self.bar_wanted = setup, show, bar
-        self.study = open_study(setup.name, setup.table, open_storage(setup.storage, setup.study_dir))
+    def __init__(self, study: Any, setup: StudySetup, show: Callable[[str], None], bar: bool | None) -> None:
+        self.study, self.setup, self.show, self.bar_wanted = study, setup, show, bar
         finished = [t for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()]
         self.seen = {t.number for t in finished}
         self.done_count = sum(1 for t in finished if counts(t))
