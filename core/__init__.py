@@ -17,6 +17,12 @@ The package is built in floors; each imports only the floors below it
 - ``laminae.model``: the ``Model`` facade with ``build``, ``from_toml`` and ``load``;
 - ``laminae.cli``: the ``laminae`` command.
 
+A module imports its siblings by their own names (``import
+laminae.training.batches as batches``), not from its package's face
+(``from laminae.training import batches``): that takes the name from the
+package's ``__init__``, which imports the module back, a cycle the same
+test finds.
+
 The names below are the public ones; they stay where they are whatever moves.
 """
 from importlib.metadata import version

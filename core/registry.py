@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 import pluggy
 
-from laminae import hookspecs
+import laminae.hookspecs as hookspecs
 from laminae.errors import LaminaeError, PluginError, did_you_mean, one_line
 from laminae.fields import instantiate
 from laminae.protocols import Dataset, Initializer, Layer, Loss, Optimizer, Schedule, Transform

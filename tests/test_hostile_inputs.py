@@ -93,11 +93,14 @@ def test_a_resumed_checkpoint_cannot_ask_for_a_thousand_workers(tmp_path):
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
-        ("a = " + "[" * 100_000 + "]" * 100_000 + "\n", "tables or arrays nested deeper than Python can parse"),
-        ("[models.m]\nx = " + "{ a = " * 400 + "1" + " }" * 400 + "\n", "tables or arrays nested deeper than Python can parse"),
-        ("[models.m]\nx = " + "{ a = " * 40 + "1" + " }" * 40 + "\n", "tables or arrays nested more than 32 deep"),
+        ("a = " + "[" * 100_000 + "]" * 100_000 + "\n", "a" + ".0" * 31 + ": tables or arrays nested more than 32 deep"),
+        ("[models.m]\nx = " + "{ a = " * 400 + "1" + " }" * 400 + "\n",
+         "model 'm', x" + ".a" * 29 + ": tables or arrays nested more than 32 deep"),
+        ("[models.m]\nx = " + "{ a = " * 40 + "1" + " }" * 40 + "\n",
+         "model 'm', x" + ".a" * 29 + ": tables or arrays nested more than 32 deep"),
+        ("a = " + "[" * 100_000 + "\n", "invalid TOML: Unclosed array (opened at line 1, column 5)"),
     ],
-    ids=["arrays-100000-deep", "tables-400-deep", "tables-40-deep"],
+    ids=["arrays-100000-deep", "tables-400-deep", "tables-40-deep", "arrays-100000-deep-never-closed"],
 )
 def test_deeply_nested_toml_is_one_line(tmp_path, text, reason):
     path = model_file(tmp_path, text=text)

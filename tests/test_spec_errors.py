@@ -119,6 +119,34 @@ def test_extends_loop_names_the_chain(write, registry):
     assert message == "models.toml: model 'c': extends loops: a -> b -> c -> a"
 
 
+LAYERS_LEFT_OPEN = ('  { type = "affine", units = 10 },\n]', '  { type = "affine", units = 10 },')
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        ([LAYERS_LEFT_OPEN], "Unclosed array (opened at line 5, column 10)"),
+        ([('{ type = "relu" }', '{ type = "relu" ')], "Unclosed inline table (opened at line 7, column 3)"),
+        (
+            [LAYERS_LEFT_OPEN, ('"a small cnn"', '"a small [cnn\\"{"'), ('{ type = "relu" },', '{ type = "relu" },  # ]}')],
+            "Unclosed array (opened at line 5, column 10)",
+        ),
+    ],
+    ids=["array", "inline-table-in-an-array", "brackets-in-strings-and-comments"],
+)
+def test_a_bracket_never_closed_is_reported_where_it_opened(write, registry, edits, expected):
+    """tomllib noticed these at line 10, column 1 (the next key) and at line 7, column 20."""
+    assert error_of(write(BASE, *edits), registry) == f"models.toml: invalid TOML: {expected}"
+
+
+@pytest.mark.parametrize("depth", [40, 400])
+def test_a_table_nested_too_deep_is_named_by_model_and_key(write, registry, depth):
+    """400 inline tables exhaust tomllib's recursion; 40 do not: the same line for both."""
+    deep = "{ x = " * depth + "1" + " }" * depth
+    message = error_of(write(BASE + f'[models.wide]\nextends = "cnn"\ntrain = {deep}\n'), registry)
+    assert message == "models.toml: model 'wide', train" + ".x" * 29 + ": tables or arrays nested more than 32 deep"
+
+
 @pytest.mark.parametrize("value", ["[1, 0, 28]", "[]", '"28x28"', "[1, 28.0, 28]", "[true]"])
 def test_bad_input(write, registry, value):
     message = error_of(write(BASE, ("input = [1, 28, 28]", f"input = {value}")), registry)

@@ -3,13 +3,16 @@
 Each subcommand module defines ``HELP`` (one line), ``EXAMPLE`` (shown by
 ``--help``), ``add_arguments(parser)`` and ``run(args) -> int``.  A
 :class:`laminae.LaminaeError` anywhere becomes one line on stderr and exit
-status 2; anything else is a bug and keeps its traceback.
+status 2; a reader that stops early (``laminae summary lenet | head``) ends
+the command quietly with status 141; anything else is a bug and keeps its
+traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -21,6 +24,9 @@ from laminae.errors import LaminaeError
 SUBCOMMANDS = ["check", "summary", "models", "layers", "plugins", "train", "eval", "predict", "export", "plot", "tune"]
 
 USER_ERROR = 2
+READER_GONE = 128 + signal.SIGPIPE
+"""The status a shell reports for a tool that SIGPIPE killed (``yes | head``), as
+130 is Ctrl-C's: ``set -o pipefail`` scripts see what they see from other tools."""
 TRACEBACK_ENV = "LAMINAE_TRACEBACK"
 
 
@@ -103,6 +109,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status."""
+    try:
+        try:
+            return _run_command(argv)
+        finally:  # a reader gone shows here, not as "Exception ignored" at exit
+            sys.stdout.flush()
+            sys.stderr.flush()
+    except BrokenPipeError:
+        _silence_output()
+        return READER_GONE
+
+
+def _silence_output() -> None:
+    """Point stdout and stderr at /dev/null, so that nothing written after the
+    reader left (the interpreter's last flush included) fails again: Python's
+    recipe (docs.python.org/3/library/signal.html, "Note on SIGPIPE").  Both,
+    since progress and errors go to stderr, which a pipe may carry too
+    (``laminae train lenet 2>&1 | head``)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        os.dup2(devnull, stream.fileno())
+
+
+def _run_command(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = int(args.run(args) or 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ import attrs
 
 from laminae.errors import SpecError, did_you_mean, location
 from laminae.fields import default_of, hyperparameters, instantiate, key_of
+from laminae.network.toml_brackets import first_unclosed, line_and_column, offset_of, without_values_deeper_than
 from laminae.registry import KINDS, Registry
 from laminae.validators import non_negative_int, one_of, positive_int, thread_count
 
@@ -60,13 +62,20 @@ class TrainConfig:
     """The validation figure that decides the best epoch: its checkpoint is kept as ``best.npz``."""
 
 
+BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+"""A key TOML writes without quotes."""
 MAX_FILE_BYTES = 16 * 2**20
 """The largest model file read: models.toml's classic networks take 4 KB, and
 tens of thousands of models fit in a few MB."""
 MAX_NESTING = 32
-"""How deep tables and arrays may nest in a spec.  The deepest a model needs is
-six (models, NAME, layers, a layer, its init table, a value), and Python's
-recursion (in tomllib, deepcopy and json) gives out near a thousand."""
+"""How deep tables and arrays may nest in a file or spec.  The deepest a
+model needs is six (models, NAME, layers, a layer, its init table, a value).
+tomllib nests by recursion: 331 inline tables (497 arrays) exhaust Python's
+default 1000 frames (3.11), so a file that does is parsed again with its
+values nested past this depth cut out, for :func:`check_nesting` to name
+the key (see :mod:`laminae.network.toml_brackets`)."""
+NOTICED_AT = re.compile(r"\(at line (\d+), column (\d+)\)$")
+"""Where tomllib's message says it noticed its mistake; "(at end of document)" otherwise."""
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -82,27 +91,55 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if len(raw) > MAX_FILE_BYTES:
         raise SpecError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MB, more than a model file holds")
     try:
-        doc = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(f"{path}: cannot read: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: invalid TOML: {exc}") from exc
+    try:
+        doc = _parsed(text, path)
     except RecursionError:
-        raise SpecError(f"{path}: tables or arrays nested deeper than Python can parse") from None
+        doc = _parsed(without_values_deeper_than(text, MAX_NESTING), path)
     check_nesting(doc, str(path))
     return doc
 
 
+def _parsed(text: str, path: Path) -> dict[str, Any]:
+    """``text`` parsed, or its mistake as one line.  tomllib notices an array or
+    inline table never closed only at the next key or the file's end; one
+    opened before where tomllib noticed its mistake is named where it opened."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        noticed = NOTICED_AT.search(str(exc))
+        before = offset_of(text, int(noticed[1]), int(noticed[2])) if noticed else len(text)
+        unclosed = first_unclosed(text, before)
+        if unclosed is None:
+            raise SpecError(f"{path}: invalid TOML: {exc}") from exc
+        kind, start = unclosed
+        line, column = line_and_column(text, start)
+        raise SpecError(f"{path}: invalid TOML: Unclosed {kind} (opened at line {line}, column {column})") from exc
+
+
 def check_nesting(value: Any, where: str) -> None:
-    """A one-line SpecError if tables and arrays nest deeper than :data:`MAX_NESTING`
+    """A one-line SpecError naming the first table or array, in file order,
+    nested deeper than :data:`MAX_NESTING`: its model and dotted key path
     (walked without recursion, so any depth is measured safely)."""
-    stack = [(value, 0)]
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
     while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (Mapping, list, tuple)):
-            if depth >= MAX_NESTING:
-                raise SpecError(f"{where}: tables or arrays nested more than {MAX_NESTING} deep")
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, Mapping) else item))
+        item, keys = stack.pop()
+        if len(keys) >= MAX_NESTING:
+            raise SpecError(f"{where}: {_key_path(keys)}: tables or arrays nested more than {MAX_NESTING} deep")
+        children = item.items() if isinstance(item, Mapping) else enumerate(item)
+        stack.extend(
+            (child, (*keys, key)) for key, child in reversed(list(children)) if isinstance(child, (Mapping, list, tuple))
+        )
+
+
+def _key_path(keys: tuple[str | int, ...]) -> str:
+    """``model 'b', train.x`` (a model's table, in a document) or ``a.0.x``:
+    keys as TOML writes them, array items by their index."""
+    if keys[:1] == ("models",) and len(keys) > 2:
+        return f"model {keys[1]!r}, {_key_path(keys[2:])}"
+    return ".".join(str(key) if BARE_KEY.fullmatch(str(key)) else json.dumps(key, ensure_ascii=False) for key in keys)
 
 
 def resolve_document(doc: Mapping[str, Any], registry: Registry, source: str) -> dict[str, dict[str, Any]]:

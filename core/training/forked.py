@@ -46,7 +46,7 @@ import attrs
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from laminae import errors
+import laminae.errors as errors
 from laminae.errors import LaminaeError, TrainingError
 from laminae.network.assembly import ModelParts
 from laminae.randomness import is_saved_generator

@@ -21,13 +21,13 @@ from pathlib import Path
 import attrs
 import numpy as np
 
+import laminae.training.batches as batches
 from laminae.contracts import batch_problem
 from laminae.errors import PluginError, TrainingError, blame, one_line
 from laminae.network.assembly import ModelParts
 from laminae.network.probe import probe, probe_schedule, schedule_label, transform_label
 from laminae.randomness import rng_from_state
 from laminae.registry import Registry
-from laminae.training import batches
 from laminae.training.data_checks import check_data
 from laminae.training.evaluation import evaluate
 from laminae.training.forked import ForkedStep, forking_works

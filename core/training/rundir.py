@@ -20,12 +20,12 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
+import laminae.training.metrics as metrics
 from laminae.errors import TrainingError, one_line
 from laminae.network.assembly import ModelParts
 from laminae.persistence import checkpoint
 from laminae.persistence.atomic import atomic_write
 from laminae.registry import Registry
-from laminae.training import metrics
 from laminae.training.metrics import EpochMetrics
 from laminae.training.state import TrainingState
 

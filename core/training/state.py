@@ -5,9 +5,9 @@ from typing import Any
 
 import attrs
 
+import laminae.training.batches as batches
 from laminae.errors import CheckpointError, one_line
 from laminae.randomness import rng_from_state
-from laminae.training import batches
 from laminae.validators import non_negative_int, non_negative_number, number, positive_int, thread_count
 
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import attrs
 
+import laminae.tuning.report as report
 from laminae.errors import SpecError
 from laminae.model import build, load
 from laminae.network.spec import read_toml
 from laminae.registry import Registry, make_registry
 from laminae.training.rundir import folder_name
 from laminae.training.splits import load_splits
-from laminae.tuning import report
 from laminae.tuning.paths import with_values
 from laminae.tuning.storage import JOURNAL_FILE, counted, open_storage, open_study, optuna
 from laminae.tuning.table import TuneTable, read_tune_table
