@@ -6,7 +6,8 @@ The package is built in floors; each imports only the floors below it
 - the plugin API, at the top of the package: ``errors``, ``protocols``
   (with ``BuildContext``), ``chain`` (layers in order: a network's, a
   composite layer's), ``contracts`` (what a layer's build, forward and
-  backward, a transform and a schedule must get right), ``hookspecs``,
+  backward, a transform and a schedule must get right), ``events`` (what a
+  run tells its loggers), ``hookspecs``,
   ``registry``, ``fields``, ``validators``, ``testing`` and the
   plugin-author helpers ``buffers``, ``arena``, ``randomness``, ``data``,
   ``safe_npz``, ``optional`` and ``onnx_graph`` (what a plugin's ``onnx``
@@ -41,7 +42,19 @@ from laminae.hookspecs import hookimpl
 from laminae.model import Model, build, from_toml, load, load_training
 from laminae.network import ModelParts, Network, TrainConfig
 from laminae.onnx_graph import OnnxGraph
-from laminae.protocols import BuildContext, Dataset, Initializer, Layer, Loss, Node, Optimizer, Schedule, Shape, Transform
+from laminae.protocols import (
+    BuildContext,
+    Dataset,
+    Initializer,
+    Layer,
+    Logger,
+    Loss,
+    Node,
+    Optimizer,
+    Schedule,
+    Shape,
+    Transform,
+)
 from laminae.registry import Registry, make_registry
 from laminae.training import EpochMetrics, FitOptions, TrainingResult, TrainingState
 
@@ -58,6 +71,7 @@ __all__ = [
     "Initializer",
     "LaminaeError",
     "Layer",
+    "Logger",
     "Loss",
     "Model",
     "ModelParts",

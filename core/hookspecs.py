@@ -50,3 +50,8 @@ def register_transforms(register: Register) -> None:
 @hookspec
 def register_schedules(register: Register) -> None:
     """Register learning-rate schedule classes (the :class:`laminae.Schedule` protocol)."""
+
+
+@hookspec
+def register_loggers(register: Register) -> None:
+    """Register training event loggers (the :class:`laminae.Logger` protocol)."""

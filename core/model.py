@@ -39,8 +39,9 @@ class Model(ModelParts):
 
         The keyword options are the fields of :class:`laminae.training.FitOptions`:
         ``epochs``, ``batch_size``, ``seed``, ``threads``, ``validation_data``,
-        ``test_data``, ``progress``, ``run_dir``, ``resume``, ``on_epoch`` and
-        ``registry``.  Ctrl-C or SIGTERM stops after the current batch and
+        ``test_data``, ``progress``, ``run_dir``, ``resume``, ``on_epoch``,
+        ``registry``, ``loggers`` (objects sent the run's events, beside the
+        spec's ``train.log``) and ``trial``.  Ctrl-C or SIGTERM stops after the current batch and
         returns with ``interrupted`` set; pass the returned ``state`` as
         ``resume`` to continue exactly where it stopped.  A loss that becomes
         NaN or infinite raises :class:`laminae.TrainingError`.

@@ -214,6 +214,27 @@ class Schedule(Protocol):
     def __call__(self, lr: float, step: int, steps_per_epoch: int, epochs: int) -> float: ...
 
 
+@runtime_checkable
+class Logger(Protocol):
+    """Hears a training run's events: tracking, dashboards, notifications.
+
+    ``__call__(event)`` gets each event of :mod:`laminae.events` as it
+    happens (:class:`~laminae.events.RunStarted`, ``EpochEnded``,
+    ``BestSaved``, ``RunEnded``) and ignores the kinds it has no use for,
+    and the kinds added later.  Its constructor only keeps its fields:
+    every spec is validated by constructing its parts, so a logger connects,
+    opens files and imports its library when the run starts.
+
+    A logger never costs a run.  Anything it raises is one warning line
+    naming it, and the run goes on without it, with the same numbers.  The
+    one exception is a :class:`laminae.LaminaeError` raised at
+    ``RunStarted``, before the first batch: a setting that cannot work (a
+    missing package, say) refuses the run in one line, while nothing is lost.
+    """
+
+    def __call__(self, event: Any) -> None: ...
+
+
 def shape_returned(declared: object, label: str) -> Shape:
     """What a layer's ``build`` returned, as a shape: a tuple (or list) of
     positive ints, else a one-line PluginError naming the layer (``label``)."""

@@ -26,7 +26,7 @@ import pluggy
 import laminae.hookspecs as hookspecs
 from laminae.errors import LaminaeError, PluginError, did_you_mean, one_line
 from laminae.fields import instantiate
-from laminae.protocols import Dataset, Initializer, Layer, Loss, Optimizer, Schedule, Transform
+from laminae.protocols import Dataset, Initializer, Layer, Logger, Loss, Optimizer, Schedule, Transform
 
 @attrs.frozen
 class Kind:
@@ -61,6 +61,7 @@ KINDS: dict[str, Kind] = {
     "datasets": Kind("data set", Dataset, "train.dataset"),
     "transforms": Kind("transform", Transform, "train.augment"),
     "schedules": Kind("schedule", Schedule, "optimizer.schedule"),
+    "loggers": Kind("logger", Logger, "train.log"),
 }
 """Every kind of plugin, under the name its hook ends with (``register_layers``)."""
 

@@ -60,7 +60,7 @@ def test_train_defaults_are_filled_in(registry):
     doc = {"models": {"m": {"input": [4], "layers": [{"type": "affine", "units": 2}], "loss": {"type": "quadratic"}, "optimizer": {"type": "sgd"}}}}
     model = laminae.build(doc, registry=registry)
     assert model.spec["train"] == {"dataset": "mnist", "epochs": 1, "batch_size": 32, "seed": 0, "validation": 0, "threads": 1,
-                                   "augment": [], "patience": 0, "monitor": "val_accuracy"}
+                                   "augment": [], "patience": 0, "monitor": "val_accuracy", "log": []}
     assert model.spec["description"] == ""
 
 
@@ -93,7 +93,7 @@ def test_extends_merges_tables_replaces_arrays_and_chains(registry):
     assert child["layers"] == [{"type": "affine", "units": 3}]
     assert child["optimizer"] == {"type": "sgd", "lr": 0.2, "momentum": 0.5}
     assert child["train"] == {"dataset": "mnist", "epochs": 7, "batch_size": 32, "seed": 1, "validation": 0, "threads": 1,
-                              "augment": [], "patience": 0, "monitor": "val_accuracy"}
+                              "augment": [], "patience": 0, "monitor": "val_accuracy", "log": []}
     assert child["description"] == "base"
     assert grandchild["description"] == "grandchild"
     assert grandchild["train"]["epochs"] == 7 and grandchild["train"]["seed"] == 5

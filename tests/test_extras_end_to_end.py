@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXTRAS = ROOT / "docs" / "examples" / "laminae-extras"
 EXTRAS_LINE = ("extras 0.1.0 entry point ok: layer:tanh, layer:leaky_relu, layer:spatial_dropout, layer:squeeze_excite, optimizer:lion, initializer:uniform,"
-               " transform:gaussian_noise, schedule:cosine_restarts")
+               " transform:gaussian_noise, schedule:cosine_restarts, logger:jsonl")
 ACCURACY = re.compile(r"test accuracy: (\d\.\d{4}) \((\d+)/(\d+)\)")
 
 

@@ -48,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="RUN_DIR", help="the run directory (default: runs/NAME-<timestamp>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR")
     parser.add_argument("--quiet", action="store_true", help="print only the final test accuracy")
+    parser.add_argument(
+        "--log", metavar="NAME", action="append", default=[],
+        help="also send the run's events to the logger NAME, with its defaults (repeatable; see laminae plugins)",
+    )
     plugin_options(parser)
 
 
@@ -84,6 +88,8 @@ def _train(
 ) -> int:
     """Load the data, train, report; every error gets the file and model in front."""
     config = model.train_config
+    with location("--log"):
+        loggers = [registry.create("loggers", name) for name in args.log]
     splits = load_splits(registry, args.dataset or config.dataset, args.data_dir, config.validation, config.seed)
     validation = None if splits.validation is None else (splits.validation.x, splits.validation.y)
     epochs = config.epochs if state is None else state.epochs if args.epochs is None else args.epochs
@@ -104,6 +110,7 @@ def _train(
         resume=state,
         on_epoch=None if args.quiet else lambda row: print(row.summary(epochs), flush=True),
         registry=registry,
+        loggers=loggers,
     )
     if result.interrupted:
         print(f"interrupted ({result.stopped_by}) at epoch {result.state.epoch + 1}, batch {result.state.batch};"

@@ -60,6 +60,8 @@ class TrainConfig:
     """Stop after this many epochs without a better ``monitor`` on the validation split (0: never)."""
     monitor: str = attrs.field(default="val_accuracy", validator=one_of("val_accuracy", "val_loss"))
     """The validation figure that decides the best epoch: its checkpoint is kept as ``best.npz``."""
+    log: list = attrs.field(factory=list, validator=attrs.validators.instance_of(list))
+    """Logger tables (``{ type = "tensorboard" }``), each sent the run's events (:mod:`laminae.events`)."""
 
 
 BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -328,19 +330,27 @@ def _model_outline(raw: Mapping[str, Any]) -> tuple[str, tuple[int, ...], list[M
 
 def resolve_train(table: Mapping[str, Any], registry: Registry) -> dict[str, Any]:
     """A ``[train]`` table as every TrainConfig field, defaults filled in; its
-    ``augment`` list validated transform by transform, like layers."""
+    ``augment`` and ``log`` lists validated item by item, like layers."""
     config = instantiate(TrainConfig, table)
     registry.get("datasets", config.dataset)
-    augment = []
-    for index, item in enumerate(config.augment):
-        with location(f"augment {index}"):
-            item = _table(item, "augment")
-        kind = item.get("type")
-        named = f" ({kind})" if isinstance(kind, str) else ""
-        augment.append(_component(registry, "transforms", item, f"augment {index}{named}"))
+    augment = _component_list(registry, "transforms", config.augment, "augment")
+    log = _component_list(registry, "loggers", config.log, "log")
     if config.patience and not config.validation:
         raise SpecError("'patience' watches the validation split: set 'validation' (samples held out) too")
-    return {**attrs.asdict(config), "augment": augment}
+    return {**attrs.asdict(config), "augment": augment, "log": log}
+
+
+def _component_list(registry: Registry, kind: str, items: list, key: str) -> list[dict[str, Any]]:
+    """A ``train`` list of components (``augment``, ``log``), each a table or a bare
+    name, validated one by one and named by place: ``augment 1 (crop)``."""
+    checked = []
+    for index, item in enumerate(items):
+        with location(f"{key} {index}"):
+            item = _table(item, key)
+        kind_name = item.get("type")
+        named = f" ({kind_name})" if isinstance(kind_name, str) else ""
+        checked.append(_component(registry, kind, item, f"{key} {index}{named}"))
+    return checked
 
 
 def _schedule(registry: Registry, value: Any, where: str) -> dict[str, Any]:

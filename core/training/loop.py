@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import numpy as np
@@ -29,11 +30,12 @@ from laminae.network.probe import probe, probe_schedule, schedule_label, transfo
 from laminae.randomness import rng_from_state
 from laminae.registry import Registry
 from laminae.training.data_checks import check_data
+from laminae.training.broadcast import Broadcast
 from laminae.training.evaluation import evaluate
 from laminae.training.forked import ForkedStep, forking_works
 from laminae.training.metrics import EpochMetrics
 from laminae.training.progress import ProgressBar
-from laminae.training.rundir import RunDir
+from laminae.training.rundir import BEST_FILE, RunDir
 from laminae.training.signals import GracefulStop
 from laminae.training.state import TrainingState
 from laminae.training.steps import Step, serial_step
@@ -58,6 +60,9 @@ class FitOptions:
     interrupted ``fit``, or read from a checkpoint) to continue exactly where
     it stopped.  ``on_epoch`` is called with each finished epoch's metrics;
     ``registry`` is the one whose plugins a checkpoint's versions name.
+    ``loggers`` are logger objects (:class:`laminae.Logger`) sent the run's
+    events beside the model's own ``train.log`` ones; ``trial`` is the
+    ``laminae tune`` study and trial number the run is, for them.
     """
 
     epochs: int | None = None
@@ -71,6 +76,8 @@ class FitOptions:
     resume: TrainingState | None = None
     on_epoch: Callable[[EpochMetrics], None] | None = None
     registry: Registry | None = None
+    loggers: list[Any] = attrs.field(factory=list)
+    trial: tuple[str, int] | None = None
 
 
 @attrs.define
@@ -125,18 +132,27 @@ def fit(parts: ModelParts, x: np.ndarray, y: np.ndarray, options: FitOptions | N
     if not parts.network.probed:  # a plugin's broken contract, named before the first batch
         probe(parts.network, training=False)
         parts.network.probed = True
-    probe_schedule(parts, batches.batch_count(len(x), state.batch_size), state.epochs)
+    steps_per_epoch = batches.batch_count(len(x), state.batch_size)
+    probe_schedule(parts, steps_per_epoch, state.epochs)
+    broadcast = Broadcast.of(parts, o.loggers)
     run = RunDir(Path(o.run_dir), parts, o.registry) if o.run_dir is not None else None
-    stopped_early = False
+    stopped_early = interrupted = False
+    history: list[EpochMetrics] = []
+    status, reason = "failed", ""
     try:
         if run is not None:
             run.start(state)
         show = sys.stderr.isatty() if o.progress is None else o.progress
-        history: list[EpochMetrics] = []
         # A loss that overflows is reported once, as a TrainingError naming the batch;
         # numpy's warnings about the same overflow would only print ahead of it.
         quiet_numpy = np.errstate(over="ignore", invalid="ignore", divide="ignore")
         with _stepper(parts, state.threads, o.registry) as step, GracefulStop() as stop, quiet_numpy:
+            samples = {"train": len(x)}
+            samples.update({name: len(data[0]) for name, data in (("validation", o.validation_data),
+                                                                    ("test", o.test_data)) if data is not None})
+            resumed_from = state.epoch if o.resume is not None else None
+            run_path = None if run is None else run.path
+            broadcast.started(parts, samples, run_path, state.epochs, steps_per_epoch, resumed_from, o.trial)
             while not state.finished and not stop.requested:
                 if not _train_epoch(parts, x, y, state, stop, show, run, step, augment):
                     break
@@ -163,14 +179,23 @@ def fit(parts: ModelParts, x: np.ndarray, y: np.ndarray, options: FitOptions | N
                     run.save(state)
                     if improved:
                         run.save_best(state)
+                broadcast.epoch(row, state.epoch * steps_per_epoch)
+                if improved and run is not None:
+                    broadcast.best(row, parts.train_config.monitor, run.path / BEST_FILE)
                 if o.on_epoch is not None:
                     o.on_epoch(row)
             interrupted = stop.requested and not state.finished
             if interrupted and run is not None:
                 run.save(state)
+        status = "interrupted" if interrupted else "stopped early" if stopped_early else "finished"
+        reason = stop.signal_name if interrupted else ""
+    except Exception as exc:
+        reason = one_line(exc)
+        raise
     finally:
         if run is not None:
             run.close()
+        broadcast.ended(parts, status, state.epoch, history, None if run is None else run.path, reason)
     saved = run.checkpoint_file if run is not None else None
     return TrainingResult(history, state, interrupted, saved, stop.signal_name if interrupted else "", stopped_early)
 

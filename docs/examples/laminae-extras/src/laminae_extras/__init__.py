@@ -7,6 +7,7 @@ under the names a TOML file writes as ``type``.
 import laminae
 
 from laminae_extras.activations import LeakyReLU, Tanh
+from laminae_extras.jsonl_log import JsonLines
 from laminae_extras.lion import Lion
 from laminae_extras.noise import GaussianNoise
 from laminae_extras.restarts import CosineRestarts
@@ -43,3 +44,8 @@ def register_transforms(register):
 @laminae.hookimpl
 def register_schedules(register):
     register("cosine_restarts", CosineRestarts)
+
+
+@laminae.hookimpl
+def register_loggers(register):
+    register("jsonl", JsonLines)
