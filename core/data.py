@@ -178,6 +178,9 @@ class ImageDataset:
     folder: ClassVar[str | None] = None
     """This data set's sub-folder in every data root (``"mnist"``); by
     convention the name it is registered under."""
+    class_names: ClassVar[tuple[str, ...] | None] = None
+    """The name of each class, in label order, or None for their numbers
+    (see :class:`laminae.Dataset`)."""
 
     def load(self, roots: Sequence[str | os.PathLike] | None = None) -> DatasetSplits:
         """Read the data set from the first of ``roots`` that has it (default: :func:`data_roots`)."""

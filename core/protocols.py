@@ -167,6 +167,13 @@ class Dataset(Protocol):
     :class:`laminae.data.ImageDataset` does the search: its ``read_folder``
     gets the data set's own folder under each root in turn, and raises
     ``FileNotFoundError`` to have the next root tried.
+
+    A data set may also name its classes with an optional attribute
+    ``class_names``: a tuple of strings, one per class, in label order
+    (Fashion-MNIST's ``("T-shirt/top", "Trouser", ...)``).  ``laminae
+    report`` labels its confusion matrix and mistakes with them; without
+    it, classes go by their numbers.  (It is not a member of this protocol,
+    which would make it required.)
     """
 
     def load(self, roots: list[Any]) -> Any: ...

@@ -169,6 +169,10 @@ class FashionMnist(IdxDataset):
         "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
     }
     default_mirrors = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
+    class_names = (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    )
+    """The labels' names, as Zalando's README lists them."""
 
 
 SAMPLE_FILE = "mnist_sample.npz"

@@ -26,7 +26,7 @@ from laminae.registry import BUILTIN_PLUGINS
 ROOT = Path(__file__).resolve().parent.parent
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
-OPTIONAL_DEPENDENCIES = {"matplotlib", "PIL", "pytest", "pooch", "requests", "optuna", "tomlkit"}
+OPTIONAL_DEPENDENCIES = {"matplotlib", "PIL", "pytest", "pooch", "requests", "optuna", "tomlkit", "jinja2"}
 """Imported inside the functions that need them: a missing extra costs one
 line from :mod:`laminae.optional`, and a command that does not use them does
 not pay for importing them."""

@@ -119,13 +119,13 @@ def test_the_learning_rate_of_each_epoch_is_recorded(registry, tmp_path):
 def test_plot_draws_the_learning_rate(registry, tmp_path):
     from matplotlib.figure import Figure
 
-    from laminae.cli.plot import draw
+    from laminae.reporting.figures import draw_curves
     from laminae.training.metrics import read_log
 
     x, y = data()
     laminae.build(spec(), registry=registry).fit(x, y, progress=False, run_dir=tmp_path)
     figure = Figure()
-    draw(figure, read_log(tmp_path / "metrics.csv"), "run")
+    draw_curves(figure, {"run": read_log(tmp_path / "metrics.csv")})
     assert [axes.get_ylabel() for axes in figure.axes] == ["loss", "accuracy", "learning rate"]
 
 

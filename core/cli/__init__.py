@@ -21,7 +21,7 @@ from typing import NoReturn
 from laminae import __version__
 from laminae.errors import LaminaeError
 
-SUBCOMMANDS = ["check", "summary", "models", "layers", "plugins", "train", "eval", "predict", "export", "plot", "tune"]
+SUBCOMMANDS = ["check", "summary", "models", "layers", "plugins", "train", "eval", "predict", "export", "plot", "report", "tune"]
 
 USER_ERROR = 2
 READER_GONE = 128 + signal.SIGPIPE

@@ -21,7 +21,7 @@ except ImportError:  # Windows
     fcntl = None
 
 import laminae.training.metrics as metrics
-from laminae.errors import TrainingError, one_line
+from laminae.errors import DataError, TrainingError, one_line
 from laminae.network.assembly import ModelParts
 from laminae.persistence import checkpoint
 from laminae.persistence.atomic import atomic_write
@@ -37,6 +37,24 @@ LOCK_FILE = ".lock"
 """Held (``flock``) by the run writing the directory: a second writer is refused.
 The kernel drops the lock when its process ends, however it ends, so a
 killed run leaves no lock that blocks the next."""
+
+
+def read_spec(run_dir: Path) -> dict:
+    """The resolved spec a run directory's ``spec.json`` holds, or a one-line
+    DataError naming the file.  A run directory may come from anyone: the
+    file may hold what a checkpoint's spec may (its ``META_MAX_BYTES``), no more."""
+    path = run_dir / SPEC_FILE
+    try:
+        if path.stat().st_size > checkpoint.META_MAX_BYTES:
+            raise DataError(f"{path}: larger than a spec may be ({checkpoint.META_MAX_BYTES:,} bytes)")
+        spec = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DataError(f"{path}: cannot read the spec: {one_line(exc)}") from None
+    if not isinstance(spec, dict):
+        raise DataError(f"{path}: not a model spec (a JSON object)")
+    return spec
 
 
 def folder_name(name: str) -> str:
