@@ -11,20 +11,7 @@ import pytest
 import laminae
 from laminae.cli import main
 from laminae.events import BestSaved, EpochEnded, RunEnded, RunStarted
-from tests.training_helpers import LossSpy, params_equal, tiny_data, tiny_model, tiny_spec
-
-
-class Recorder:
-    """Keeps every event it hears."""
-
-    def __init__(self) -> None:
-        self.events: list = []
-
-    def __call__(self, event) -> None:
-        self.events.append(event)
-
-    def kinds(self) -> list[str]:
-        return [type(e).__name__ for e in self.events]
+from tests.training_helpers import LossSpy, Recorder, models_file, params_equal, tiny_data, tiny_model, tiny_spec
 
 
 class Exploding:
@@ -191,19 +178,6 @@ def plugin_dir(tmp_path):
     folder.mkdir()
     (folder / "my_loggers.py").write_text(PLUGIN)
     return folder
-
-
-def models_file(tmp_path, log: str) -> str:
-    path = tmp_path / "models.toml"
-    path.write_text(textwrap.dedent(f'''
-        [models.net]
-        input = [1, 28, 28]
-        layers = [{{ type = "affine", units = 10 }}]
-        loss = {{ type = "softmax_cross_entropy" }}
-        optimizer = {{ type = "sgd", lr = 0.05 }}
-        train = {{ dataset = "mnist-sample", epochs = 2, batch_size = 100, log = {log} }}
-    '''))
-    return str(path)
 
 
 def test_a_model_declares_its_loggers_in_toml_and_the_command_line_adds_one(tmp_path, plugin_dir, capsys, monkeypatch):

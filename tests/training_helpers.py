@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import signal
+import textwrap
 
 import attrs
 import numpy as np
@@ -36,6 +37,37 @@ def tiny_data(samples: int = 90, seed: int = 1) -> tuple[np.ndarray, np.ndarray]
     x = rng.random((samples, 1, 4, 4), dtype=np.float32) * 0.5
     x[np.arange(samples), 0, y, 0] += 0.5
     return x, y
+
+
+def models_file(tmp_path, log: str) -> str:
+    """A models.toml in ``tmp_path`` with one small model, ``net``, whose ``train.log`` is ``log`` (TOML)."""
+    path = tmp_path / "models.toml"
+    path.write_text(textwrap.dedent(f'''
+        [models.net]
+        input = [1, 28, 28]
+        layers = [{{ type = "affine", units = 10 }}]
+        loss = {{ type = "softmax_cross_entropy" }}
+        optimizer = {{ type = "sgd", lr = 0.05 }}
+        train = {{ dataset = "mnist-sample", epochs = 2, batch_size = 100, log = {log} }}
+    '''))
+    return str(path)
+
+
+class Recorder:
+    """A logger that keeps every event it hears."""
+
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def __call__(self, event) -> None:
+        self.events.append(event)
+
+    def kinds(self) -> list[str]:
+        return [type(e).__name__ for e in self.events]
+
+    def of(self, kind: type) -> list:
+        """The events of one kind (``EpochEnded``), in order."""
+        return [event for event in self.events if isinstance(event, kind)]
 
 
 class LossSpy:
