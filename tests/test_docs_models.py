@@ -26,7 +26,7 @@ def test_every_toml_block_parses_and_every_model_file_builds(block, registry):
     assert models and all(model.network.layers for model in models.values())
 
 
-@pytest.mark.parametrize("kind", ["layers", "losses", "optimizers", "initializers", "datasets", "transforms", "schedules"])
+@pytest.mark.parametrize("kind", ["layers", "losses", "optimizers", "initializers", "datasets", "transforms", "schedules", "loggers"])
 def test_every_builtin_type_is_documented(registry, kind):
     page = PAGE.read_text()
     builtin = [name for name in registry.names(kind) if registry.owner(kind, name) in BUILTIN_PLUGINS]
@@ -35,7 +35,7 @@ def test_every_builtin_type_is_documented(registry, kind):
     assert not missing, f"docs/models.md does not describe the built-in {kind}: {missing}"
 
 
-@pytest.mark.parametrize("kind", ["layers", "losses", "optimizers", "initializers", "transforms", "schedules"])
+@pytest.mark.parametrize("kind", ["layers", "losses", "optimizers", "initializers", "transforms", "schedules", "loggers"])
 def test_every_key_of_a_builtin_type_is_documented(registry, kind):
     page = PAGE.read_text()
     keys = {key_of(f) for name in registry.names(kind) if registry.owner(kind, name) in BUILTIN_PLUGINS
