@@ -83,6 +83,7 @@ BUILTIN_PLUGINS = (
     "laminae.plugins.transforms",
     "laminae.plugins.schedules",
     "laminae.plugins.tensorboard_log",
+    "laminae.plugins.mlflow_log",
 )
 """The built-in plugin modules, imported by name like any other plugin: the
 registry knows their names, not their code, so they could live anywhere."""

@@ -48,15 +48,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="RUN_DIR", help="the run directory (default: runs/NAME-<timestamp>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR")
     parser.add_argument("--quiet", action="store_true", help="print only the final test accuracy")
-    parser.add_argument(
-        "--log", metavar="NAME", action="append", default=[],
-        help="also send the run's events to the logger NAME, with its defaults (repeatable; see laminae plugins)",
-    )
+    log_option(parser, "run")
     plugin_options(parser)
 
 
 def data_dir_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", metavar="DIR", help="look for data sets in DIR first (then $LAMINAE_DATA, the cache)")
+
+
+def log_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--log", metavar="NAME", action="append", default=[],
+        help=f"also send each {what}'s events to the logger NAME, with its defaults (repeatable; see laminae plugins)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

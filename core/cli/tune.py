@@ -15,7 +15,7 @@ import argparse
 import time
 
 from laminae.cli import model_arguments, model_source, plugin_options, registry_from
-from laminae.cli.train import data_dir_option
+from laminae.cli.train import data_dir_option, log_option
 
 HELP = "search a model's hyperparameters with Optuna (needs laminae[tune])"
 EXAMPLE = "laminae tune models.toml lenet --data-dir ../shared/data --workers 2"
@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data_dir_option(parser)
     parser.add_argument("--list", action="store_true", help="print the study's trials, best first, and run none")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    log_option(parser, "trial")
     plugin_options(parser)
 
 
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         registry=registry,
         show=lambda line: print(line, flush=True),
         bar=False if args.quiet else None,
+        log=args.log,
     )
     print(f"took {time.perf_counter() - started:.0f} s")
     return 130 if result.interrupted else 0

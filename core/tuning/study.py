@@ -9,14 +9,14 @@ accuracy (the one time tuning looks at the test set) and, with
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 import laminae.tuning.report as report
-from laminae.errors import SpecError
+from laminae.errors import SpecError, location
 from laminae.model import build, load
 from laminae.network.spec import read_toml
 from laminae.registry import Registry, make_registry
@@ -56,6 +56,7 @@ def tune(
     registry: Registry | None = None,
     show: Callable[[str], None] = print,
     bar: bool | None = None,
+    log: Sequence[str] = (),
 ) -> TuneResult:
     """Search the hyperparameters of model ``name`` as its tune table says.
 
@@ -66,10 +67,13 @@ def tune(
     ``storage`` is an Optuna storage URL (default: a journal file in the
     study directory).  Running it again resumes the study up to ``trials``.
     ``show`` prints each line (a finished trial, the summary); ``bar``
-    shows a progress bar (default: on a terminal).
+    shows a progress bar (default: on a terminal).  ``log`` names loggers
+    every trial sends its events to besides the model's ``train.log``
+    (``laminae tune --log``), each trial's run nested under the study where
+    the tracker nests runs.
     """
     optuna()
-    setup, test = prepare(model, name, out, trials, storage, data_dir, registry)
+    setup, test = prepare(model, name, out, trials, storage, data_dir, registry, log)
     if type(workers) is not int or workers < 1:
         raise SpecError(f"--workers must be a positive integer, got {workers!r}")
     setup.study_dir.mkdir(parents=True, exist_ok=True)
@@ -99,10 +103,15 @@ def prepare(
     storage: str | None,
     data_dir: str | os.PathLike | None,
     registry: Registry | None,
+    log: Sequence[str] = (),
 ) -> tuple[StudySetup, Any]:
-    """The study's setup (model, table, data) and the test split kept aside for the end."""
+    """The study's setup (model, table, data, loggers) and the test split kept aside for the end."""
     registry = registry if registry is not None else make_registry()
     name, spec, table = read_model(model, name, registry)
+    source = "<dict>" if isinstance(model, Mapping) else str(model)
+    with location(f"{source}: model {name!r}: --log"):
+        for logger in log:  # each trial makes its own; a wrong name is one line before the study opens
+            registry.create("loggers", logger)
     if trials is not None:
         if type(trials) is not int or trials < 1:
             raise SpecError(f"--trials must be a positive integer, got {trials!r}")
@@ -112,7 +121,7 @@ def prepare(
     splits = splits.hold_out(max(1, round(table.validation * len(splits.train))), train["seed"])
     setup = StudySetup(
         name=name,
-        source="<dict>" if isinstance(model, Mapping) else str(model),
+        source=source,
         spec=spec,
         table=table,
         registry=registry,
@@ -120,6 +129,7 @@ def prepare(
         validation=splits.validation,
         study_dir=study_dir(out, name),
         storage=storage,
+        log=tuple(log),
     )
     return setup, splits.test
 

@@ -44,6 +44,8 @@ class StudySetup:
     validation: Split
     study_dir: Path
     storage: str | None = None
+    log: tuple[str, ...] = ()
+    """Loggers every trial sends its events to besides the spec's own (``laminae tune --log``)."""
 
     def run_dir(self, number: int) -> Path:
         return self.study_dir / TRIALS_DIR / f"{number:04d}"
@@ -115,6 +117,8 @@ class Objective:
                 run_dir=run_dir,
                 on_epoch=lambda row: self.report(trial, model, row),
                 registry=setup.registry,
+                loggers=[setup.registry.create("loggers", logger) for logger in setup.log],
+                trial=(setup.name, trial.number),
             )
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
