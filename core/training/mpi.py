@@ -97,20 +97,25 @@ class World:
         return f"rank {rank} of {self.size} (host {self.host if host is None else host})"
 
     def end_failed(self, line: str, status: int = 2, everywhere: bool = False) -> NoReturn:
-        """End this process after a failure, which ends the whole job: MPI
-        launchers stop every other process as soon as one exits with an error,
-        so no process is left waiting for a message that never comes.  Rank 0
-        says ``line`` at once; another rank says it after :data:`GRACE_SECONDS`
-        (a failure every rank met has ended the job by then), or never when
-        the failure is ``everywhere`` (every rank found it alike, rank 0 says it).
-        No MPI finalization: it would wait for the other processes."""
+        """End this process after a failure, and with it the whole job, so that no
+        process is left waiting for a message that never comes: rank 0 says
+        ``line`` at once; another rank says it after :data:`GRACE_SECONDS` (a
+        failure every rank met has ended the job by then), then aborts the job
+        (``MPI_Abort``: MPICH may add its own line naming the rank; its mpiexec
+        then exits with ``status``).  A failure found ``everywhere`` alike
+        (every rank compared the same checksums) needs no abort: every rank
+        exits, and only rank 0 says it.  No MPI finalization: it would wait
+        for the other processes."""
         if not self.leads:
             if everywhere:
                 os._exit(status)
             time.sleep(GRACE_SECONDS)
         print(line, file=sys.stderr, flush=True)
         sys.stdout.flush()
-        os._exit(status)
+        if everywhere:
+            os._exit(status)
+        self.comm.Abort(status)
+        os._exit(status)  # Abort does not return; should an MPI let it, still never finalize
 
     def mpi_error(self, exc: BaseException) -> str | None:
         """What an MPI failure was (a process gone, a connection lost), or None
