@@ -7,17 +7,28 @@ batch, saves, prints how to resume and exits with 128 + the signal number
 (130 for Ctrl-C); ``--resume RUN_DIR`` continues to the same weights, bit
 for bit, as a run never stopped.  The last line printed is always the final
 test accuracy, so scripts can read it with ``tail -n 1``.
+
+Under ``mpiexec -n N`` every process runs this command and trains one slice
+of every batch (:mod:`laminae.training.mpi`); rank 0 alone reads the
+checkpoint it resumes (and hands it to the others), writes the run directory
+and prints.  A failure on any process ends the whole job with one line
+naming its rank and host (docs/distributed.md).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
+import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from laminae.cli import model_source, plugin_options, registry_from
-from laminae.errors import SpecError, location
+from laminae.cli import TRACEBACK_ENV, model_source, plugin_options, registry_from
+from laminae.errors import LaminaeError, SpecError, location
+from laminae.training.mpi import RanksDiffer, World, launched_world
 from laminae.training.rundir import folder_name
 from laminae.training.splits import load_splits
 
@@ -64,7 +75,39 @@ def log_option(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from laminae.model import from_toml, load_training
+    world = launched_world()
+    if world is None:
+        return _run(args, None)
+    return _run_on_ranks(args, world)
+
+
+def _run_on_ranks(args: argparse.Namespace, world: World) -> int:
+    """The command on one of the MPI processes: only rank 0 prints (the others'
+    stdout goes nowhere), and a failure here ends the whole job with one line
+    naming this rank, never leaving the others waiting (``World.end_failed``)."""
+    try:
+        with contextlib.ExitStack() as silence:
+            if not world.leads:
+                silence.enter_context(contextlib.redirect_stdout(silence.enter_context(open(os.devnull, "w"))))
+            return _run(args, world)
+    except RanksDiffer as err:  # every rank found it alike: rank 0 says it
+        world.end_failed(f"laminae train: error: {err}", everywhere=True)
+    except LaminaeError as err:
+        if args.traceback or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            traceback.print_exception(err)
+        world.end_failed(f"laminae train: error: {world.name()}: {err}")
+    except KeyboardInterrupt:  # a second Ctrl-C: at once, without saving
+        world.end_failed(f"laminae train: interrupted ({world.name()})", status=130)
+    except Exception as exc:  # noqa: BLE001 - MPI's own failure, or a bug (its traceback first)
+        reason = world.mpi_error(exc)
+        if reason is None:
+            traceback.print_exc()
+            reason = f"{type(exc).__name__}: {exc}"
+        world.end_failed(f"laminae train: error: {world.name()}: {reason}")
+
+
+def _run(args: argparse.Namespace, world: World | None) -> int:
+    from laminae.model import from_toml
     from laminae.persistence.checkpoint import checkpoint_path
 
     registry = registry_from(args)
@@ -72,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.file is not None or args.out is not None:
             raise SpecError("--resume RUN_DIR continues that run: give no FILE, NAME or --out with it")
-        model, state = load_training(args.resume, registry=registry)
+        model, state = _load_training(args.resume, registry, world)
         run_dir = Path(args.resume)
         where = f"{checkpoint_path(args.resume)}: model {model.name!r}"
     else:
@@ -84,11 +127,35 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(args.out) if args.out is not None else _new_run_dir(model.name)
         where = f"{args.file}: model {model.name!r}"
     with location(where):
-        return _train(args, model, state, run_dir, registry)
+        return _train(args, model, state, run_dir, registry, world)
+
+
+def _load_training(path: str, registry: Registry, world: World | None) -> tuple[Model, TrainingState]:
+    """The run to resume: read by rank 0, whose machine holds the run directory,
+    and handed to the other MPI processes as the checkpoint file's bytes."""
+    from laminae.model import load_training
+    from laminae.persistence.checkpoint import checkpoint_path
+
+    if world is None:
+        return load_training(path, registry=registry)
+    if world.leads:
+        loaded = load_training(path, registry=registry)
+        world.share_file(checkpoint_path(path).read_bytes())
+        return loaded
+    data = world.share_file(None)
+    with tempfile.TemporaryDirectory(prefix="laminae-resume-") as folder:
+        copy = Path(folder) / "model.npz"
+        copy.write_bytes(data)
+        return load_training(copy, registry=registry)
 
 
 def _train(
-    args: argparse.Namespace, model: Model, state: TrainingState | None, run_dir: Path, registry: Registry
+    args: argparse.Namespace,
+    model: Model,
+    state: TrainingState | None,
+    run_dir: Path,
+    registry: Registry,
+    world: World | None,
 ) -> int:
     """Load the data, train, report; every error gets the file and model in front."""
     config = model.train_config
@@ -106,7 +173,7 @@ def _train(
         epochs=args.epochs if state is not None else None,
         batch_size=args.batch_size if state is not None else None,
         seed=args.seed if state is not None else None,
-        threads=args.threads if state is not None else None,
+        threads=args.threads if state is not None or world is not None else None,  # MPI: each process is a slice
         validation_data=validation,
         test_data=(splits.test.x, splits.test.y),
         progress=False if args.quiet else None,

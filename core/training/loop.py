@@ -34,6 +34,7 @@ from laminae.training.broadcast import Broadcast
 from laminae.training.evaluation import evaluate
 from laminae.training.forked import ForkedStep, forking_works
 from laminae.training.metrics import EpochMetrics
+from laminae.training.mpi import MpiStep, World, check_same_start, launched_world
 from laminae.training.progress import ProgressBar
 from laminae.training.rundir import BEST_FILE, RunDir
 from laminae.training.signals import GracefulStop
@@ -53,7 +54,10 @@ class FitOptions:
     initial weights came from ``train.seed`` when the model was built).
     ``threads`` above 1 trains that many slices of every mini-batch side by
     side, in worker processes on Linux, on threads elsewhere: faster for conv
-    networks, deterministic, but not bit-identical to one.  ``progress``
+    networks, deterministic, but not bit-identical to one.  Under ``mpiexec
+    -n N`` each of the N processes trains one slice instead (``threads``
+    must then be left out, or 1), to the numbers of ``threads = N``; only
+    rank 0 writes ``run_dir``, shows progress and tells the loggers.  ``progress``
     shows a bar (default: when stderr is a terminal).  With ``run_dir``,
     every epoch appends to ``metrics.csv`` and rewrites the checkpoint
     ``model.npz``.  ``resume`` is a :class:`TrainingState` (returned by an
@@ -106,6 +110,7 @@ def fit(parts: ModelParts, x: np.ndarray, y: np.ndarray, options: FitOptions | N
         if data is not None:
             check_data(parts.network, *data, name)
     config = parts.train_config
+    world = launched_world()
     try:
         if o.resume is None:
             state = TrainingState(
@@ -117,7 +122,9 @@ def fit(parts: ModelParts, x: np.ndarray, y: np.ndarray, options: FitOptions | N
             )
         else:
             state = o.resume
-            _check_resumable(state, len(x), o.batch_size, o.seed, o.threads)
+        _spread(state, world, o.threads, resumed=o.resume is not None)
+        if o.resume is not None:
+            _check_resumable(state, len(x), o.batch_size, o.seed, o.threads if world is None else None)
             if o.epochs is not None:
                 state.epochs = o.epochs
     except (TypeError, ValueError) as exc:
@@ -134,19 +141,23 @@ def fit(parts: ModelParts, x: np.ndarray, y: np.ndarray, options: FitOptions | N
         parts.network.probed = True
     steps_per_epoch = batches.batch_count(len(x), state.batch_size)
     probe_schedule(parts, steps_per_epoch, state.epochs)
-    broadcast = Broadcast.of(parts, o.loggers)
-    run = RunDir(Path(o.run_dir), parts, o.registry) if o.run_dir is not None else None
+    leads = world is None or world.leads  # the one process that writes and speaks
+    if world is not None:
+        check_same_start(world, parts, {"training": (x, y), "validation": o.validation_data, "test": o.test_data})
+    broadcast = Broadcast.of(parts, o.loggers) if leads else Broadcast()
+    run = RunDir(Path(o.run_dir), parts, o.registry) if o.run_dir is not None and leads else None
     stopped_early = interrupted = False
     history: list[EpochMetrics] = []
     status, reason = "failed", ""
     try:
         if run is not None:
             run.start(state)
-        show = sys.stderr.isatty() if o.progress is None else o.progress
+        show = leads and (sys.stderr.isatty() if o.progress is None else o.progress)
         # A loss that overflows is reported once, as a TrainingError naming the batch;
         # numpy's warnings about the same overflow would only print ahead of it.
         quiet_numpy = np.errstate(over="ignore", invalid="ignore", divide="ignore")
-        with _stepper(parts, state.threads, o.registry) as step, GracefulStop() as stop, quiet_numpy:
+        with GracefulStop(agreed=world is not None) as stop, _stepper(parts, state, o.registry, world, stop) as step, \
+                quiet_numpy:
             samples = {"train": len(x)}
             samples.update({name: len(data[0]) for name, data in (("validation", o.validation_data),
                                                                     ("test", o.test_data)) if data is not None})
@@ -200,8 +211,14 @@ def fit(parts: ModelParts, x: np.ndarray, y: np.ndarray, options: FitOptions | N
     return TrainingResult(history, state, interrupted, saved, stop.signal_name if interrupted else "", stopped_early)
 
 
-def _stepper(parts: ModelParts, threads: int, registry: Registry | None) -> contextlib.AbstractContextManager[Step]:
-    """What runs forward and backward on each batch: on one thread, or split across ``threads``."""
+def _stepper(
+    parts: ModelParts, state: TrainingState, registry: Registry | None, world: World | None, stop: GracefulStop
+) -> contextlib.AbstractContextManager[Step]:
+    """What runs forward and backward on each batch: on one thread, split across
+    ``state.threads``, or one slice on each MPI process of ``world``."""
+    if world is not None:
+        return MpiStep(parts, world, stop)
+    threads = state.threads
     if threads == 1:
         return contextlib.nullcontext(functools.partial(serial_step, parts.network, parts.loss))
     if forking_works():
@@ -300,6 +317,31 @@ def _train_epoch(
 def _next_epoch(state: TrainingState) -> None:
     state.epoch += 1
     state.batch, state.loss_sum, state.correct, state.seen, state.seconds = 0, 0.0, 0, 0, 0.0
+
+
+def _spread(state: TrainingState, world: World | None, threads: int | None, resumed: bool) -> None:
+    """Where the run's slices train: on this machine (a run resumed from MPI
+    processes takes as many threads: the same numbers), or one on each MPI
+    process.  Under MPI ``threads`` (asked for) must be None or 1; a resumed
+    run whose slices were another number goes on, saying in one line that
+    its numbers now differ from the original run's."""
+    if world is None:
+        if state.processes > 1:
+            state.threads, state.processes = state.slices, 1
+        return
+    if threads not in (None, 1):
+        raise TrainingError(
+            f"cannot train on {threads} threads under MPI: each of the {world.size} processes trains one slice"
+            " of every batch; leave threads out"
+        )
+    if resumed and state.slices != world.size and world.leads:
+        print(
+            f"laminae: note: the run trained {state.slices} slice{'s' if state.slices > 1 else ''} of every batch,"
+            f" this one trains {world.size} (one per MPI process): its numbers from here on differ from the original run's",
+            file=sys.stderr,
+            flush=True,
+        )
+    state.threads, state.processes = 1, world.size
 
 
 def _check_resumable(

@@ -37,18 +37,35 @@ class handling:  # noqa: N801 - a context manager used as a statement
 
 
 class GracefulStop(handling):
-    """A context manager whose ``requested`` turns true on the first signal."""
+    """A context manager whose ``requested`` turns true on the first signal.
 
-    def __init__(self) -> None:
+    ``agreed``: processes training together (MPI) must all stop after the
+    same batch, whichever of them a signal reached first and whenever, so a
+    signal only sets ``signal_name``, and the step they all take together
+    sets ``requested`` on every one of them (:meth:`agree`) from the first
+    process's ``signal_name``."""
+
+    def __init__(self, agreed: bool = False) -> None:
         super().__init__(self.request)
+        self.agreed = agreed
         self.requested = False
         self.signal_name = ""
 
     def request(self, signum: int, _frame: FrameType | None = None) -> None:
-        if self.requested:
+        if self.signal_name:
             raise KeyboardInterrupt
-        self.requested = True
         self.signal_name = signal.Signals(signum).name
+        self.requested = not self.agreed
+
+    def agree(self, signum: int) -> None:
+        """Stop after this batch if ``signum`` is a signal's number (0: go on)."""
+        if signum:
+            self.requested, self.signal_name = True, signal.Signals(signum).name
+
+    @property
+    def signal_number(self) -> int:
+        """The signal received so far (0: none)."""
+        return int(signal.Signals[self.signal_name]) if self.signal_name else 0
 
     def __enter__(self) -> GracefulStop:
         super().__enter__()

@@ -8,12 +8,13 @@ what their backward needs, so two slices cannot share one layer object),
 and the slices' gradients are combined, weighted by their sizes, into the
 model's own gradients before the one optimizer step.
 
-Both ways of running slices share the functions here, so they give the
+Every way of running slices shares the functions here, so they give the
 same numbers bit for bit: worker processes (:mod:`~laminae.training.forked`,
-on Linux) and threads (:mod:`~laminae.training.threads`, elsewhere).  The
-result is deterministic (gradients are combined in slice order, whichever
-slice finishes first) but not bit-identical to ``threads = 1``, whose sums
-run in another order.
+on Linux), threads (:mod:`~laminae.training.threads`, elsewhere) and MPI
+processes on one machine or many (:mod:`~laminae.training.mpi`).  The
+result is deterministic (gradients are added in one fixed order, a binomial
+tree over the slices, whichever slice finishes first) but not bit-identical
+to ``threads = 1``, whose sums run in another order.
 """
 from __future__ import annotations
 
@@ -50,6 +51,29 @@ def weigh_gradients(blocks: list[np.ndarray], weight: float, out: list[np.ndarra
         np.multiply(block, block.dtype.type(weight), out=block if out is None else out[index])
 
 
+def reduction_rounds(count: int) -> list[list[tuple[int, int]]]:
+    """The order in which ``count`` slices' gradients are added up: a binomial
+    tree, as ``(receiver, sender)`` pairs round by round.  In the round of
+    distance d (1, 2, 4, ...) slice i, for every i that is a multiple of 2d,
+    adds slice i + d's partial sum (if there is one) to its own; after
+    ceil(log2 count) rounds slice 0 holds the whole sum.  A slice receives
+    at most once a round and sends once in all, so MPI processes
+    (:mod:`~laminae.training.mpi`) follow the same pairs with one message
+    each, get the same bits, and exchange at most ceil(log2 count) messages
+    a step.  For two and three slices it is plain slice order:
+    ``(s0 + s1) + s2``."""
+    rounds, distance = [], 1
+    while distance < count:
+        rounds.append([(i, i + distance) for i in range(0, count - distance, 2 * distance)])
+        distance *= 2
+    return rounds
+
+
+def weighted_loss(weight: float, loss: float) -> float:
+    """A slice's loss times its share of the batch: its part of the batch's mean loss."""
+    return float(weight * loss)
+
+
 def combine_slices(
     blocks: list[np.ndarray],
     other_blocks: list[list[np.ndarray]],
@@ -57,25 +81,31 @@ def combine_slices(
     results: list[tuple[float, int]],
 ) -> tuple[float, int]:
     """Add the other slices' weighted gradients (``grad_blocks``, laid out alike)
-    onto the first's, in slice order (so the sums do not depend on which
-    slice finished first), and the batch's ``(mean loss, correct predictions)``."""
-    for index, block in enumerate(blocks):
-        for other in other_blocks:
-            block += other[index]
-    loss = sum(weight * part_loss for weight, (part_loss, _) in zip(weights, results))
-    return loss, sum(correct for _, correct in results)
+    onto the first's along :func:`reduction_rounds` (so the sums do not depend
+    on which slice finished first; the other slices' arrays are left holding
+    partial sums), and the batch's ``(mean loss, correct predictions)``, its
+    loss added along the same tree."""
+    slices = [blocks, *other_blocks]
+    losses = [weighted_loss(weight, part_loss) for weight, (part_loss, _) in zip(weights, results)]
+    for pairs in reduction_rounds(len(slices)):
+        for receiver, sender in pairs:
+            for block, other in zip(slices[receiver], slices[sender]):
+                block += other
+            losses[receiver] += losses[sender]
+    return losses[0], sum(correct for _, correct in results)
 
 
-def refuse_uncombinable_state(network: Network, parts: int) -> None:
+def refuse_uncombinable_state(network: Network, parts: int, on: str = "threads", instead: str = "threads = 1") -> None:
     """A layer with state of its own (``state_dict``) is split only if it says how
     its slices' states combine (``combine_states``): a random generator that
     does not also say how to split (``to_slice``) would have its copies draw
-    from streams no checkpoint records."""
+    from streams no checkpoint records.  ``on`` names what the slices run
+    on, ``instead`` what to do."""
     for path in network.stateful_layers():
         if not callable(getattr(network.nodes[path].layer, "combine_states", None)):
             raise TrainingError(
-                f"cannot train on {parts} threads: {network.layer_label(path, plugin=True)} keeps state of its own"
-                " and has no combine_states method; use threads = 1"
+                f"cannot train on {parts} {on}: {network.layer_label(path, plugin=True)} keeps state of its own"
+                f" and has no combine_states method; use {instead}"
             )
 
 

@@ -40,6 +40,10 @@ class TrainingState:
     seen: int = attrs.field(default=0, validator=non_negative_int)
     seconds: float = attrs.field(default=0.0, validator=non_negative_number)
     threads: int = attrs.field(default=1, validator=thread_count)
+    """Slices of every batch trained side by side on this machine."""
+    processes: int = attrs.field(default=1, validator=positive_int)
+    """MPI processes the run trains on (``mpiexec -n``), each one slice of every
+    batch (``threads`` is then 1); see :attr:`slices`."""
     augment_state: dict[str, Any] | None = attrs.field(default=None, validator=_rng_state)
     """The augmentation generator's state after the last batch done."""
     best: float | None = attrs.field(default=None, validator=attrs.validators.optional(number()))
@@ -51,8 +55,19 @@ class TrainingState:
     def finished(self) -> bool:
         return self.epoch >= self.epochs
 
+    @property
+    def slices(self) -> int:
+        """How many slices every batch is cut into: what decides the numbers, on
+        threads or on MPI processes alike."""
+        return self.threads * self.processes
+
     def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        """The fields, ``processes`` only when above 1: a run on one machine
+        writes what Laminae before MPI reads."""
+        data = attrs.asdict(self)
+        if self.processes == 1:
+            del data["processes"]
+        return data
 
     @classmethod
     def from_json(cls, data: Any, where: str = "checkpoint") -> TrainingState:
