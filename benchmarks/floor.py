@@ -52,7 +52,7 @@ def main() -> None:
         difference = first_step_difference(spec, x, y, batch)
         if difference > 1e-5:
             raise SystemExit(f"{name}: the fused twin's first step differs from Laminae's by {difference:.3g}")
-        fused = FusedMLP(contenders.model.network, loss, sgd["lr"], batch)
+        fused = FusedMLP(contenders.model.network, lm.plain_loss(loss), sgd["lr"], batch)
         contenders.runs["fused"] = lambda: fused.train(x, y, np.random.default_rng(0))
         seconds = contenders.best_seconds(args.rounds)
         steps = count // batch

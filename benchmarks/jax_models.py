@@ -296,9 +296,12 @@ def from_network(network) -> Twin:
     return _chain(network.chain.nodes, None)[0]
 
 
-def _cross_entropy(out: jax.Array, y: jax.Array) -> jax.Array:
+def _cross_entropy(out: jax.Array, y: jax.Array, smoothing: float = 0.0) -> jax.Array:
+    """Softmax cross-entropy; with ``smoothing`` s the target puts 1 - s on the true
+    class and s / K on each of the K classes (optax.smooth_labels's convention)."""
     picked = jnp.take_along_axis(out, y[:, None], axis=1)[:, 0]
-    return jnp.mean(jax.nn.logsumexp(out, axis=1) - picked)
+    target = (1 - smoothing) * picked + smoothing * jnp.mean(out, axis=1) if smoothing else picked
+    return jnp.mean(jax.nn.logsumexp(out, axis=1) - target)
 
 
 def _quadratic(out: jax.Array, y: jax.Array) -> jax.Array:
@@ -326,9 +329,9 @@ def _sgd(lr: float, momentum: float = 0.0, nesterov: bool = False, weight_decay:
 class JaxTrainer:
     """Trains the twin in shuffled mini-batches, as ``Model.fit`` does."""
 
-    def __init__(self, network, loss: str, sgd: dict, seed: int = 0) -> None:
+    def __init__(self, network, loss: dict, sgd: dict, seed: int = 0) -> None:
         twin = from_network(network)
-        loss_of = LOSSES[loss]
+        loss_of = functools.partial(LOSSES[loss["type"]], **{k: v for k, v in loss.items() if k != "type"})
 
         def forward_loss(params, state, x, y, key, training):
             out, state = twin.apply(params, state, x, Mode(training, key))

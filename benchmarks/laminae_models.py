@@ -55,12 +55,20 @@ are left out: the twins keep ``lr`` throughout, since the rate changes the step
 size, not the work."""
 
 
-def hyperparameters(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """``(loss type, SGD options)``: what the PyTorch and tutorial twins copy."""
+def hyperparameters(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(loss table, SGD options)``: what the twins copy.  The loss table is the
+    spec's (``{"type": "softmax_cross_entropy", "smoothing": 0.1}``)."""
     optimizer = spec["optimizer"]
     if optimizer["type"] != "sgd":
         raise NotImplementedError(f"the twins only know SGD, not {optimizer['type']!r}")
-    return spec["loss"]["type"], {key: optimizer[key] for key in SGD_OPTIONS if key in optimizer}
+    return dict(spec["loss"]), {key: optimizer[key] for key in SGD_OPTIONS if key in optimizer}
+
+
+def plain_loss(loss: dict[str, Any]) -> str:
+    """The type of a loss table with no option (what the tutorial and fused twins know)."""
+    if set(loss) != {"type"}:
+        raise NotImplementedError(f"this twin knows no loss options, got {loss}")
+    return loss["type"]
 
 
 def layer_fields(network) -> list[tuple[str, dict[str, Any], dict[str, np.ndarray]]]:

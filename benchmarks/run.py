@@ -79,7 +79,7 @@ class Contenders:
         self.tutorial = None
         if tutorial:
             try:
-                self.tutorial = tutorial_numpy.from_layers(lm.layer_fields(self.model.network), loss, sgd)
+                self.tutorial = tutorial_numpy.from_layers(lm.layer_fields(self.model.network), lm.plain_loss(loss), sgd)
             except (NotImplementedError, KeyError):
                 pass
             else:

@@ -108,7 +108,11 @@ class QuadraticLoss(nn.Module):
         return 0.5 * ((output - one_hot) ** 2).sum() / len(output)
 
 
-LOSSES = {"softmax_cross_entropy": nn.CrossEntropyLoss, "quadratic": QuadraticLoss}
+LOSSES = {
+    "softmax_cross_entropy": lambda smoothing=0.0: nn.CrossEntropyLoss(label_smoothing=smoothing),
+    "quadratic": QuadraticLoss,
+}
+"""Each loss type's module, made from the loss table's options (Laminae's keys)."""
 
 
 class TorchTrainer:
@@ -132,13 +136,13 @@ class TorchTrainer:
       beyond the noise (3%).
     """
 
-    def __init__(self, network, loss: str, sgd: dict, seed: int = 0) -> None:
+    def __init__(self, network, loss: dict, sgd: dict, seed: int = 0) -> None:
         self.model = from_network(network)
         normalized = any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in self.model.modules())
         images = len(network.input_shape) == 3
         self.memory_format = torch.channels_last if normalized and images else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
-        self.loss = LOSSES[loss]()
+        self.loss = LOSSES[loss["type"]](**{k: v for k, v in loss.items() if k != "type"})
         self.optimizer = torch.optim.SGD(self.model.parameters(), **sgd)
         self.generator = torch.Generator().manual_seed(seed)
 
