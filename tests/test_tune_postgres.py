@@ -53,9 +53,13 @@ def test_two_processes_on_one_postgres_url_share_one_study(tmp_path, postgres_ur
     for machine, (out, err) in zip(machines, outputs):
         assert machine.returncode == 0, err
     trials = optuna.load_study(study_name="small", storage=postgres_url).get_trials()
-    numbers = [t.number for t in trials]
-    assert sorted(numbers) == list(range(20))  # one study, no trial number twice
-    assert all(t.state.name == "COMPLETE" for t in trials)
+    # Both machines may start a trial when the study holds 19: the later one is
+    # recorded as surplus (failed before it trained, not counted; docs/tuning.md).
+    surplus = [t for t in trials if t.user_attrs.get("surplus")]
+    kept = [t for t in trials if not t.user_attrs.get("surplus")]
+    assert len(surplus) <= 1 and all(t.state.name == "FAIL" and t.number >= 20 for t in surplus)
+    assert sorted(t.number for t in kept) == list(range(20))  # one study, no trial number twice
+    assert all(t.state.name == "COMPLETE" for t in kept)
     ran = {name: sorted(int(p.name) for p in (tmp_path / name / "trials").glob("*")) for name in ("machine-a", "machine-b")}
     assert sorted(ran["machine-a"] + ran["machine-b"]) == list(range(20))  # the count is the sum of both
     assert ran["machine-a"] and ran["machine-b"]  # and both took part
