@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -111,7 +112,8 @@ class MlflowLogger:
         with bounded_http():
             match event:
                 case RunStarted():
-                    self._start(event)
+                    with quiet_store_setup():
+                        self._start(event)
                 case EpochEnded():
                     metrics = [mlflow_package().entities.Metric(key, float(value), now_ms(), event.epoch)
                                for key, value in event.metrics.items()]
@@ -304,6 +306,26 @@ def bounded_http() -> Iterator[None]:
     finally:
         for name in added:
             os.environ.pop(name, None)
+
+
+STORE_SETUP_LOGGERS = ("mlflow.store.db.utils", "alembic")
+"""What announces, at INFO, that MLflow made or upgraded a SQLite store's tables:
+two lines in the middle of a run's output that say nothing the user asked for."""
+
+
+@contextlib.contextmanager
+def quiet_store_setup() -> Iterator[None]:
+    """:data:`STORE_SETUP_LOGGERS` at WARNING for the block (the run's start), as
+    they were after it: MLflow's warnings and errors still reach the user."""
+    loggers = [logging.getLogger(name) for name in STORE_SETUP_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def flattened(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:

@@ -224,6 +224,19 @@ def test_a_local_store_and_the_loggers_fields_from_the_model_file(store, tmp_pat
     assert local.list_artifacts(run_id) == []  # artifacts = false
 
 
+def test_a_new_sqlite_store_is_made_without_a_word_on_stderr(tmp_path):
+    """MLflow announces at INFO that it made a SQLite store's tables (two lines
+    in the middle of the run's output); the logger keeps them down for its start."""
+    pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    path = local_model(tmp_path, f'{{ type = "mlflow", tracking_uri = "{uri}", artifacts = false }}')
+    done = subprocess.run([sys.executable, "-m", "laminae", "train", str(path), "net", "--out", str(tmp_path / "run"),
+                           "--quiet"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and done.stdout.startswith("test accuracy:")
+    assert (tmp_path / "fresh.db").is_file()
+
+
 def test_a_store_mlflow_cannot_open_refuses_the_run_in_one_line(tmp_path, monkeypatch, capsys):
     pytest.importorskip("mlflow")
     path = local_model(tmp_path, '{ type = "mlflow", tracking_uri = "nosuch://tracker" }')
