@@ -67,6 +67,11 @@ GRACE_SECONDS = 1.5
 """How long a process other than the first waits before reporting its own
 failure: when every process fails alike (a model file missing everywhere),
 the first's report ends the job before the others say the same again."""
+FORWARD_SECONDS = 0.3
+"""How long a failing process waits, its line written, before it aborts the job:
+mpiexec's proxy reads each process's output from a pipe in its own time, and
+an abort that comes first can tear the job down with the line still unread
+(seen once, on a loaded machine: the job ended with status 2 and no word)."""
 TALLY = 3
 """The numbers a step sends along with the gradients: the slice's weighted
 loss (a partial sum, up the tree), its correct predictions, and (down,
@@ -114,6 +119,7 @@ class World:
         sys.stdout.flush()
         if everywhere:
             os._exit(status)
+        time.sleep(FORWARD_SECONDS)
         self.comm.Abort(status)
         os._exit(status)  # Abort does not return; should an MPI let it, still never finalize
 
