@@ -178,6 +178,21 @@ def test_dotted_paths_reach_defaults_and_refuse_what_is_not_there(registry):
         check_path(spec, "input.0", registry)
 
 
+def test_dotted_paths_reach_every_kind_of_component_by_its_own_class(registry):
+    """Each kind is found where the registry's spec keys put it: a schedule's,
+    a transform's and a logger's keys are their classes' fields, defaults too."""
+    spec = laminae.from_toml(ROOT / "models.toml", "mnist_best", registry=registry, train_overrides={
+        "log": [{"type": "tensorboard"}, {"type": "mlflow", "experiment": "digits"}],
+    }).spec
+    assert value_at(spec, "optimizer.schedule.warmup_epochs", registry) == 1
+    assert value_at(spec, "train.augment.0.pixels", registry) == 2
+    assert value_at(spec, "train.log.0.flush_secs", registry) == 1.0  # the tensorboard logger's default
+    assert value_at(spec, "train.log.1.experiment", registry) == "digits"
+    assert with_values(spec, {"train.log.0.flush_secs": 5.0})["train"]["log"][0]["flush_secs"] == 5.0
+    with pytest.raises(laminae.SpecError, match=r"^'train.log.0' \(tensorboard\) has no key 'flush'; did you mean"):
+        check_path(spec, "train.log.0.flush", registry)
+
+
 def test_a_trial_left_running_by_a_dead_worker_is_marked_failed(tmp_path):
     """The journal has no heartbeat: the next run fails the trials of this
     machine's processes that are gone, so they do not hold their slot for ever."""

@@ -19,12 +19,10 @@ import attrs
 from laminae.errors import SpecError, did_you_mean
 from laminae.fields import default_of, hyperparameters, instantiate, key_of
 from laminae.network.spec import TrainConfig
-from laminae.registry import Registry
+from laminae.registry import KINDS, Registry
 
 TUNABLE = ("layers", "loss", "optimizer", "train", "dtype")
 """The model keys a path may start with (``input`` and ``description`` are not searched)."""
-
-KIND_AT = {"loss": "losses", "optimizer": "optimizers"}
 
 
 def check_path(spec: Mapping[str, Any], path: str, registry: Registry) -> None:
@@ -98,14 +96,13 @@ def _kind(above: list[str]) -> str:
     """The registry kind of the component table at ``above``.  Under ``layers``,
     a table reached through a list index is a layer, at any depth (an inner
     layer of a block: ``layers.3.layers.1``); one reached through a key is
-    an initializer (``layers.0.init``)."""
+    an initializer (``layers.0.init``).  Elsewhere the kind is the one whose
+    spec key (:attr:`laminae.registry.Kind.spec_key`) names the table, or the
+    list it is an entry of (``train.augment.0``, ``train.log.1``)."""
     if above and above[0] == "layers":
         return "layers" if above[-1].isdigit() else "initializers"
-    if len(above) == 3 and above[:2] == ["train", "augment"]:
-        return "transforms"
-    if above == ["optimizer", "schedule"]:
-        return "schedules"
-    return KIND_AT.get(".".join(above), "initializers")
+    place = ".".join(above[:-1] if above and above[-1].isdigit() else above)
+    return next((kind for kind, info in KINDS.items() if info.spec_key == place), "initializers")
 
 
 def _describe(node: Mapping[str, Any], above: list[str]) -> str:
