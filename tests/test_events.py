@@ -130,6 +130,23 @@ def test_interrupted_resumed_stopped_early_and_failed_runs_are_reported_as_such(
     assert fourth.events[-1].status == "failed" and "the loss became nan" in fourth.events[-1].reason
 
 
+def test_loggers_change_no_bit_of_a_run_on_two_slices_interrupted_and_resumed(registry, tmp_path, capsys):
+    x, y = tiny_data(samples=300)
+    whole = tiny_model(registry)
+    whole.fit(x, y, threads=2, progress=False)
+    cut = tiny_model(registry)
+    cut.loss = LossSpy(cut.loss, at=25)  # SIGINT in the second epoch
+    first = Recorder()
+    assert cut.fit(x, y, threads=2, progress=False, run_dir=tmp_path / "run", loggers=[first, Exploding()]).interrupted
+    resumed, state = laminae.load_training(tmp_path / "run", registry=registry)
+    second = Recorder()
+    resumed.fit(x, y, progress=False, run_dir=tmp_path / "run", resume=state, loggers=[Exploding(), second])
+    assert params_equal(whole.network, resumed.network)
+    assert first.events[-1].status == "interrupted" and second.events[-1].status == "finished"
+    assert [e.epoch for e in first.events + second.events if isinstance(e, EpochEnded)] == [1, 2, 3]
+    assert len(capsys.readouterr().err.strip().splitlines()) == 2  # one warning for each part's broken logger
+
+
 def test_the_end_can_export_the_model_to_onnx(registry, tmp_path):
     pytest.importorskip("onnx")
     x, y = tiny_data()
@@ -194,6 +211,9 @@ def test_a_model_declares_its_loggers_in_toml_and_the_command_line_adds_one(tmp_
     # the bare name from the file and the one from --log both wrote to the default file
     assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 8
     assert '"log": [' in (tmp_path / "run" / "spec.json").read_text()
+    capsys.readouterr()
+    assert main(["summary", models_file(tmp_path, log), "net", "--plugins-dir", str(plugin_dir)]) == 0
+    assert 'log = [{ type = "record", path = "declared.jsonl", tag = "toml" }, { type = "record" }]' in capsys.readouterr().out
 
 
 def test_a_broken_plugin_logger_is_one_warning_naming_its_plugin(tmp_path, plugin_dir, capsys, monkeypatch):
