@@ -10,10 +10,11 @@ The package is built in floors; each imports only the floors below it
   run tells its loggers), ``hookspecs``,
   ``registry``, ``fields``, ``validators``, ``testing`` and the
   plugin-author helpers ``buffers``, ``arena``, ``randomness``, ``data``,
-  ``safe_npz``, ``optional`` and ``onnx_graph`` (what a plugin's ``onnx``
+  ``safe_npz``, ``optional``, ``atomic`` (files replaced whole or not at
+  all) and ``onnx_graph`` (what a plugin's ``onnx``
   method adds its nodes to);
 - ``laminae.network``: the network and its assembly from a spec;
-- ``laminae.persistence``: checkpoints, ONNX export and atomic writes;
+- ``laminae.persistence``: checkpoints and ONNX export;
 - ``laminae.training``: the loop, its state and steps, run directories;
 - ``laminae.model``: the ``Model`` facade with ``build``, ``from_toml`` and ``load``;
 - ``laminae.cli``: the ``laminae`` command.

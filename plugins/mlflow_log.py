@@ -33,6 +33,7 @@ from typing import Any
 
 import attrs
 
+from laminae.atomic import atomic_write
 from laminae.errors import LaminaeError, one_line
 from laminae.events import BestSaved, EpochEnded, RunEnded, RunStarted
 from laminae.hookspecs import hookimpl
@@ -282,9 +283,8 @@ class RunRecord:
             return
         others = [entry for entry in self.entries() if not self._is_mine(entry)]
         mine = {"tracking_uri": self.tracking_uri, "experiment": self.experiment, "run_id": run_id}
-        partial = self.path.with_name(f".{RUN_FILE}.partial")
-        partial.write_text(json.dumps({"runs": [*others, mine]}, indent=2) + "\n", encoding="utf-8")
-        os.replace(partial, self.path)
+        text = json.dumps({"runs": [*others, mine]}, indent=2) + "\n"
+        atomic_write(self.path, lambda file: file.write(text.encode("utf-8")))
 
     def _is_mine(self, entry: Mapping[str, Any]) -> bool:
         return entry.get("tracking_uri") == self.tracking_uri and entry.get("experiment") == self.experiment

@@ -276,7 +276,7 @@ def test_a_malformed_plugins_entry_does_not_hide_the_real_error(registry, traine
 def test_written_files_get_the_usual_permissions_not_the_temporary_files(tmp_path):
     """mkstemp makes owner-only files; a checkpoint or an exported model must be
     readable as any new file is (0o666 less the umask)."""
-    from laminae.persistence.atomic import atomic_write
+    from laminae.atomic import atomic_write
 
     old = os.umask(0o022)
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 from laminae.errors import SpecError, did_you_mean
 from laminae.network.catalogue import CATALOGUE_FILE, catalogue
 from laminae.network.spec import TrainConfig, model_file_text
-from laminae.persistence.atomic import atomic_write
+from laminae.atomic import atomic_write
 
 HELP = "list the built-in models and their measured test accuracies, or copy one out to edit"
 EXAMPLE = "laminae models --copy lenet my_lenet.toml"

@@ -26,7 +26,7 @@ from laminae.errors import CheckpointError, LaminaeError
 from laminae.network.assembly import ModelParts, assemble
 from laminae.network.network import Network
 from laminae.network.spec import named_types
-from laminae.persistence.atomic import atomic_write
+from laminae.atomic import atomic_write
 from laminae.randomness import is_saved_generator
 from laminae.registry import Registry, make_registry
 from laminae.safe_npz import NpyHeader, NpzArchive, open_npz, shape_and_dtype

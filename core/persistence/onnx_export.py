@@ -27,7 +27,7 @@ from laminae.errors import PluginError, SpecError, blamed_on, one_line
 from laminae.network.assembly import ModelParts
 from laminae.onnx_graph import OPSET, OnnxGraph, OnnxNode
 from laminae.optional import require
-from laminae.persistence.atomic import atomic_write
+from laminae.atomic import atomic_write
 
 INPUT = "images"
 BATCH = "N"

@@ -18,7 +18,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from laminae.errors import DataError
-from laminae.persistence.atomic import atomic_write
+from laminae.atomic import atomic_write
 from laminae.reporting.figures import curves_svg, png_data_uri
 from laminae.reporting.runs import RunReport
 from laminae.reporting.scoring import ClassScores

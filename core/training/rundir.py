@@ -24,7 +24,7 @@ import laminae.training.metrics as metrics
 from laminae.errors import DataError, TrainingError, one_line
 from laminae.network.assembly import ModelParts
 from laminae.persistence import checkpoint
-from laminae.persistence.atomic import atomic_write
+from laminae.atomic import atomic_write
 from laminae.registry import Registry
 from laminae.training.metrics import EpochMetrics
 from laminae.training.state import TrainingState

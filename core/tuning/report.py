@@ -15,7 +15,7 @@ from typing import Any
 from laminae.errors import LaminaeError, one_line
 from laminae.optional import require
 from laminae.network.spec import model_file_text
-from laminae.persistence.atomic import atomic_write
+from laminae.atomic import atomic_write
 from laminae.tuning.storage import counts
 
 STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}

@@ -1,4 +1,5 @@
-"""Files replaced whole or not at all: what every file Laminae writes goes through."""
+"""Files replaced whole or not at all: what every file Laminae writes goes through,
+checkpoints and run directories as a plugin's own files (a logger's record)."""
 from __future__ import annotations
 
 import os
