@@ -1,10 +1,10 @@
 """What tests/test_mpi.py runs twice: once under ``mpiexec -n N``, once in the
 test's own process with ``threads = N``; both must end on the same bits.
 
-``python -m tests.mpi_helpers OUT`` (under mpiexec) trains lenet and a small
-network with batch norm and dropout on the first samples of the bundled MNIST
-sample, each into ``OUT/<name>``; :func:`train_both` with ``threads`` does the
-same on one machine.
+``python -m tests.mpi_helpers OUT`` (under mpiexec) trains every classic
+network of the catalogue and a small network with batch norm and dropout on
+the first samples of the bundled MNIST sample, each into ``OUT/<name>``;
+:func:`train_both` with ``threads`` does the same on one machine.
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from laminae.network.catalogue import model_file
 SAMPLES = 578
 """Nine batches of 64 and one of 2 (lenet), eighteen of 32 and one of 2 (the
 batch-norm network): the last batch is smaller than three processes."""
+CLASSIC = ("two_layer", "dnn", "simple_cnn", "sigmoid_net", "lenet", "mnist_best", "fashion_best")
+NAMES = (*CLASSIC, "norm_net")
 
 
 def norm_spec() -> dict:
@@ -40,14 +42,12 @@ def norm_spec() -> dict:
 
 
 def models(registry: laminae.Registry) -> dict[str, laminae.Model]:
-    return {
-        "lenet": laminae.from_toml(*model_file("lenet", None), registry=registry),
-        "norm_net": laminae.build(norm_spec(), registry=registry),
-    }
+    classic = {name: laminae.from_toml(*model_file(name, None), registry=registry) for name in CLASSIC}
+    return {**classic, "norm_net": laminae.build(norm_spec(), registry=registry)}
 
 
 def train_both(out: Path, threads: int | None = None) -> None:
-    """Train both networks for one epoch on :data:`SAMPLES` samples into ``out/<name>``."""
+    """Train every network for one epoch on :data:`SAMPLES` samples into ``out/<name>``."""
     registry = laminae.make_registry(autoload=False)
     splits = registry.create("datasets", "mnist-sample").load([])
     x, y = splits.train.x[:SAMPLES], splits.train.y[:SAMPLES]

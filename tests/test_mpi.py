@@ -17,6 +17,7 @@ import pytest
 
 import laminae
 from laminae.training.slices import combine_slices, reduction_rounds
+from tests import mpi_helpers
 from tests.mpi_helpers import train_both
 from tests.training_helpers import params_equal
 
@@ -34,9 +35,17 @@ HYDRA_CTRL_C = [f"[mpiexec@{os.uname().nodename}] Sending Ctrl-C to processes as
 """What MPICH's mpiexec itself prints, on stdout, when it passes Ctrl-C on to the processes."""
 
 
-def mpiexec(processes: int, *command: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([MPIEXEC, "-n", str(processes), *command], cwd=ROOT, capture_output=True, text=True,
+def mpiexec(processes: int, *command: str, timeout: float = 120, hosts: list[str] = (), **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([MPIEXEC, *hosts, "-n", str(processes), *command], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, check=False, **kwargs)
+
+
+def two_hosts(folder: Path) -> list[str]:
+    """mpiexec's arguments for a hostfile of two names for this machine, one
+    process each: MPICH's launcher then starts one proxy a name, as it would
+    on two machines (there over ssh; here it forks)."""
+    (folder / "hosts").write_text(f"localhost:1\n{os.uname().nodename}:1\n")
+    return ["-f", str(folder / "hosts")]
 
 
 def state_equal(a: laminae.Network, b: laminae.Network) -> bool:
@@ -65,14 +74,16 @@ def test_combining_slices_follows_the_tree_and_its_loss_too():
 
 
 @needs_mpi
-@pytest.mark.parametrize("processes", [2, 3])
-def test_mpi_processes_end_where_threads_end_bit_for_bit(tmp_path, processes):
-    """lenet, and a network with batch norm and dropout, each with a last batch
-    of two samples (with three processes one of them idles)."""
-    result = mpiexec(processes, sys.executable, "-m", "tests.mpi_helpers", str(tmp_path / "mpi"))
+@pytest.mark.parametrize("processes, hostfile", [(2, False), (3, False), (4, False), (2, True)])
+def test_mpi_processes_end_where_threads_end_bit_for_bit(tmp_path, processes, hostfile):
+    """Every classic network, and one with batch norm and dropout, each with a
+    last batch of two samples (with three processes one of them idles); also
+    as if on two machines, named in a hostfile."""
+    hosts = two_hosts(tmp_path) if hostfile else []
+    result = mpiexec(processes, sys.executable, "-m", "tests.mpi_helpers", str(tmp_path / "mpi"), hosts=hosts)
     assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result.stderr
     train_both(tmp_path / "threads", threads=processes)
-    for name in ("lenet", "norm_net"):
+    for name in mpi_helpers.NAMES:
         on_mpi, on_threads = laminae.load(tmp_path / "mpi" / name), laminae.load(tmp_path / "threads" / name)
         assert params_equal(on_mpi.network, on_threads.network), name
         assert state_equal(on_mpi.network, on_threads.network), name
@@ -82,7 +93,7 @@ def test_mpi_processes_end_where_threads_end_bit_for_bit(tmp_path, processes):
 
 
 STOPPING_RUN = """
-import os, sys, time
+import os, signal, sys, time
 from laminae.cli import main
 from laminae.plugins.losses import SoftmaxCrossEntropy
 
@@ -96,6 +107,8 @@ def forward(self, output, target):
                 mark.write(f"{os.getpid()} {time.time()}")
             if os.environ["WHAT"] == "kill":
                 os.kill(os.getpid(), 9)
+            if os.environ["WHAT"] == "freeze":  # a machine cut off: no word, no close
+                os.kill(os.getpid(), signal.SIGSTOP)
             if os.environ["WHAT"] == "raise":
                 raise RuntimeError("the loss broke here")
         time.sleep(0.05)  # Ctrl-C: slow down, so that the signal comes before training ends
@@ -108,9 +121,10 @@ QUICK = ["quickstart", "--epochs", "2", "--batch-size", "128", "--quiet"]
 """40 batches an epoch; the test split is scored after each epoch."""
 
 
-def stopping_run(processes: int, out: Path, what: str, rank: int, at_call: int, mark: Path, **popen) -> subprocess.Popen:
+def stopping_run(processes: int, out: Path, what: str, rank: int, at_call: int, mark: Path, hosts: list[str] = (),
+                 **popen) -> subprocess.Popen:
     env = {**os.environ, "AT_CALL": str(at_call), "AT_RANK": str(rank), "WHAT": what, "MARK": str(mark)}
-    return subprocess.Popen([MPIEXEC, "-n", str(processes), sys.executable, "-c", STOPPING_RUN, "train", *QUICK,
+    return subprocess.Popen([MPIEXEC, *hosts, "-n", str(processes), sys.executable, "-c", STOPPING_RUN, "train", *QUICK,
                              "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, **popen)
 
@@ -143,27 +157,65 @@ def test_ctrl_c_on_mpiexec_stops_every_rank_saves_and_resumes_bit_for_bit(tmp_pa
     assert params_equal(laminae.load(tmp_path / "cut").network, laminae.load(tmp_path / "whole").network)
 
 
+def gone_line(rank: int, processes: int, pid: str, what: str) -> str:
+    return (fr"laminae: error: rank {rank} of {processes} \(host \S+, pid {pid}\) {what}: ending the job\n")
+
+
 @needs_mpi
-def test_a_killed_rank_ends_the_job_within_seconds_and_the_checkpoint_stays_whole(tmp_path):
-    """MPICH's mpiexec reports the killed process (its PID and host, in its own
-    banner) and stops the others; the epoch-1 checkpoint then resumes on
-    three processes, saying that its numbers now differ."""
-    killed = stopping_run(2, tmp_path / "run", "kill", rank=1, at_call=50, mark=tmp_path / "mark")  # epoch 2
+@pytest.mark.parametrize("processes, rank, hostfile", [(2, 1, False), (3, 0, False), (2, 0, True)])
+def test_a_killed_rank_ends_the_job_with_one_line_naming_it_and_a_whole_checkpoint(tmp_path, processes, rank, hostfile,
+                                                                                   capsys):
+    """Rank 1 tells of rank 0, rank 0 of the others; MPICH's banner does not
+    come (the launcher's child is the rank's supervisor, which exits plainly).
+    The epoch-1 checkpoint resumes: on 3 processes bit for bit where
+    ``threads = 3`` ends, on 3 after 2 saying that its numbers now differ."""
+    from laminae.cli import main
+
+    hosts = two_hosts(tmp_path) if hostfile else []
+    killed = stopping_run(processes, tmp_path / "run", "kill", rank=rank, at_call=50, mark=tmp_path / "mark",
+                          hosts=hosts)  # epoch 2
     out, err = killed.communicate(timeout=60)
     ended = time.time()
     pid, when = (tmp_path / "mark").read_text().split()
-    assert killed.returncode == 9 and err == "", err  # mpiexec's banner, on stdout, names the process
-    assert "BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES" in out and f"PID {pid} RUNNING AT" in out, out
+    assert killed.returncode == 2 and out == "", out
+    assert re.fullmatch(gone_line(rank, processes, pid, r"ended without a word \(killed by a signal, or out of memory\?\)"),
+                        err), err
     assert ended - float(when) < 10
     model, state = laminae.load_training(tmp_path / "run")
-    assert (state.epoch, state.batch, state.processes) == (1, 0, 2)
+    assert (state.epoch, state.batch, state.processes) == (1, 0, processes)
     resumed = mpiexec(3, sys.executable, "-m", "laminae", "train", "--resume", str(tmp_path / "run"), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
-    assert resumed.stderr == (
-        "laminae: note: the run trained 2 slices of every batch, this one trains 3 (one per MPI process):"
-        " its numbers from here on differ from the original run's\n"
-    )
     assert laminae.load_training(tmp_path / "run")[1].finished
+    if processes == 3:
+        assert resumed.stderr == ""
+        assert main(["train", *QUICK, "--threads", "3", "--out", str(tmp_path / "whole")]) == 0
+        capsys.readouterr()
+        assert params_equal(laminae.load(tmp_path / "run").network, laminae.load(tmp_path / "whole").network)
+    else:
+        assert resumed.stderr == (
+            "laminae: note: the run trained 2 slices of every batch, this one trains 3 (one per MPI process):"
+            " its numbers from here on differ from the original run's\n"
+        )
+
+
+@needs_mpi
+def test_a_rank_cut_off_ends_the_job_with_one_line_naming_it(tmp_path):
+    """A stopped process (SIGSTOP) is what a machine cut off looks like from
+    the others: no word, and no connection closed.  Rank 0 hears nothing for
+    ten seconds, says which rank, and the job ends, the stopped one too."""
+    started = time.monotonic()
+    cut_off = stopping_run(2, tmp_path / "run", "freeze", rank=1, at_call=50, mark=tmp_path / "mark")
+    out, err = cut_off.communicate(timeout=90)
+    pid, _ = (tmp_path / "mark").read_text().split()
+    assert cut_off.returncode == 2 and out == "", out
+    assert re.fullmatch(gone_line(1, 2, pid, r"not heard from for 10 s \(its connection lost, or its machine stopped\)"),
+                        err), err
+    assert time.monotonic() - started < 40
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the stopped process outlived the job"
+        time.sleep(0.1)
+    assert laminae.load_training(tmp_path / "run")[1].epoch == 1
 
 
 @needs_mpi
@@ -174,9 +226,7 @@ def test_a_rank_that_raises_ends_the_job_with_one_line_naming_it(tmp_path):
     assert failing.returncode == 2 and out == ""
     assert re.fullmatch(r"laminae train: error: rank 2 of 3 \(host \S+\): \S+models\.toml: model 'quickstart':"
                         r" loss 'softmax_cross_entropy' \(from plugin '\S+'\): forward or backward raised RuntimeError:"
-                        r" the loss broke here\n"
-                        r"(Abort\(2\) on node 2 \(rank 2 in comm 0\): application called MPI_Abort\(MPI_COMM_WORLD, 2\)"
-                        r" - process 2\n)?", err), err  # the second line is MPICH's own, when it prints it
+                        r" the loss broke here\n", err), err
     assert time.monotonic() - started < 60
 
 

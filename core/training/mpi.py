@@ -30,11 +30,15 @@ launcher started this process (:func:`launched_world`): a plain
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import os
 import socket
+import struct
 import sys
+import termios
 import time
 from typing import Any, NoReturn
 
@@ -45,6 +49,7 @@ from threadpoolctl import threadpool_limits
 from laminae.errors import TrainingError
 from laminae.network.assembly import ModelParts
 from laminae.optional import require
+from laminae.training.liveness import Liveness, supervise
 from laminae.training.signals import GracefulStop
 from laminae.training.slices import (
     combine_states,
@@ -68,10 +73,13 @@ GRACE_SECONDS = 1.5
 failure: when every process fails alike (a model file missing everywhere),
 the first's report ends the job before the others say the same again."""
 FORWARD_SECONDS = 0.3
-"""How long a failing process waits, its line written, before it aborts the job:
-mpiexec's proxy reads each process's output from a pipe in its own time, and
-an abort that comes first can tear the job down with the line still unread
-(seen once, on a loaded machine: the job ended with status 2 and no word)."""
+"""How long a failing process waits at most, its line written, for mpiexec's
+proxy to read it before the process aborts the job: the proxy reads each
+process's output from a pipe in its own time, and an abort that comes first
+can tear the job down with the line still unread (seen once, on a loaded
+machine: the job ended with status 2 and no word).  Waiting the whole time
+is too long the other way: when a process was killed, the proxy ends the job
+itself within a few tenths of a second, with its own banner."""
 TALLY = 3
 """The numbers a step sends along with the gradients: the slice's weighted
 loss (a partial sum, up the tree), its correct predictions, and (down,
@@ -91,37 +99,34 @@ class World:
     rank: int
     size: int
     host: str
+    liveness: Liveness | None = None
 
     @property
     def leads(self) -> bool:
         """Whether this process is rank 0: the one that writes and speaks."""
         return self.rank == 0
 
-    def name(self, rank: int | None = None, host: str | None = None) -> str:
+    def name(self, rank: int | None = None, host: str | None = None, pid: int | None = None) -> str:
         rank = self.rank if rank is None else rank
-        return f"rank {rank} of {self.size} (host {self.host if host is None else host})"
+        where = self.host if host is None else host
+        return f"rank {rank} of {self.size} (host {where}{'' if pid is None else f', pid {pid}'})"
 
     def end_failed(self, line: str, status: int = 2, everywhere: bool = False) -> NoReturn:
         """End this process after a failure, and with it the whole job, so that no
         process is left waiting for a message that never comes: rank 0 says
         ``line`` at once; another rank says it after :data:`GRACE_SECONDS` (a
         failure every rank met has ended the job by then), then aborts the job
-        (``MPI_Abort``: MPICH may add its own line naming the rank; its mpiexec
-        then exits with ``status``).  A failure found ``everywhere`` alike
-        (every rank compared the same checksums) needs no abort: every rank
-        exits, and only rank 0 says it.  No MPI finalization: it would wait
-        for the other processes."""
+        (:func:`abort`: mpiexec then exits with ``status``).  A failure found
+        ``everywhere`` alike (every rank compared the same checksums) only rank
+        0 says."""
+        if self.liveness is not None:  # this failure is spoken for: no other process reports it
+            self.liveness.failing()
         if not self.leads:
-            if everywhere:
-                os._exit(status)
             time.sleep(GRACE_SECONDS)
+            if everywhere:
+                abort(self.comm, status)
         print(line, file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        if everywhere:
-            os._exit(status)
-        time.sleep(FORWARD_SECONDS)
-        self.comm.Abort(status)
-        os._exit(status)  # Abort does not return; should an MPI let it, still never finalize
+        abort(self.comm, status)
 
     def mpi_error(self, exc: BaseException) -> str | None:
         """What an MPI failure was (a process gone, a connection lost), or None
@@ -161,6 +166,7 @@ def launched_world() -> World | None:
 @functools.cache
 def _world() -> World | None:
     """MPI started once per process (mpi4py initializes it on import)."""
+    supervise()
     mpi = require("mpi4py.MPI", "mpi", "training under mpiexec")
     comm = mpi.COMM_WORLD
     started = next((os.environ[name] for name in SIZE_VARIABLES if name in os.environ), None)
@@ -171,7 +177,41 @@ def _world() -> World | None:
         )
     if comm.size == 1:
         return None
-    return World(comm, comm.rank, comm.size, socket.gethostname())
+    world = World(comm, comm.rank, comm.size, socket.gethostname())
+    names = [world.name(rank, host, pid) for rank, (host, pid) in enumerate(comm.allgather((world.host, os.getpid())))]
+    liveness = Liveness(comm, names, functools.partial(_abort_unheard, comm))
+    liveness.start()
+    return attrs.evolve(world, liveness=liveness)
+
+
+def _abort_unheard(comm: Any, spoke: bool) -> NoReturn:
+    """End the job after :class:`Liveness` found a process gone; one that did not
+    speak first gives the one that did the time to be heard."""
+    if not spoke:
+        time.sleep(FORWARD_SECONDS)
+    abort(comm, 2)
+
+
+def abort(comm: Any, status: int) -> NoReturn:
+    """``MPI_Abort`` once this process's line has left it: once mpiexec's proxy
+    has read the pipe behind stderr empty (``FIONREAD``; at most
+    :data:`FORWARD_SECONDS`).  MPICH's own word on the abort (a second line,
+    "application called MPI_Abort") goes to /dev/null: the line said is the
+    failure.  No MPI finalization: it would wait for the other processes."""
+    sys.stdout.flush()
+    deadline = time.monotonic() + FORWARD_SECONDS
+    with contextlib.suppress(OSError):  # not a pipe, or no stderr: nothing to wait for
+        while _unread(sys.stderr.fileno()) and time.monotonic() < deadline:
+            time.sleep(0.005)
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+    comm.Abort(status)
+    os._exit(status)  # Abort does not return; should an MPI let it, still never finalize
+
+
+def _unread(fd: int) -> int:
+    """Bytes written to the pipe ``fd`` that its reader has not yet read."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
 def digest(arrays: list[np.ndarray | None]) -> str:
