@@ -331,7 +331,7 @@ class JaxTrainer:
 
     def __init__(self, network, loss: dict, sgd: dict, seed: int = 0) -> None:
         twin = from_network(network)
-        loss_of = functools.partial(LOSSES[loss["type"]], **{k: v for k, v in loss.items() if k != "type"})
+        loss_of = functools.partial(LOSSES[loss["type"]], **lm.loss_options(loss))
 
         def forward_loss(params, state, x, y, key, training):
             out, state = twin.apply(params, state, x, Mode(training, key))

@@ -142,7 +142,7 @@ class TorchTrainer:
         images = len(network.input_shape) == 3
         self.memory_format = torch.channels_last if normalized and images else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
-        self.loss = LOSSES[loss["type"]](**{k: v for k, v in loss.items() if k != "type"})
+        self.loss = LOSSES[loss["type"]](**lm.loss_options(loss))
         self.optimizer = torch.optim.SGD(self.model.parameters(), **sgd)
         self.generator = torch.Generator().manual_seed(seed)
 

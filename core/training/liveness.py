@@ -97,7 +97,10 @@ class Liveness:
         while len(self.peers) < len(self.names) - 1:
             sock, _ = listener.accept()
             sock.settimeout(CONNECT_SECONDS)
-            (rank,) = RANK.unpack(_read_exactly(sock, RANK.size))
+            greeting = sock.recv(RANK.size, socket.MSG_WAITALL)
+            if len(greeting) < RANK.size:
+                raise ConnectionError("a connection closed during its greeting")
+            (rank,) = RANK.unpack(greeting)
             self.peers[sock] = rank
 
     def _connect(self, host: str, port: int) -> None:
@@ -112,7 +115,7 @@ class Liveness:
     def close(self, goodbye: bytes) -> None:
         """Send ``goodbye`` to every peer and stop watching."""
         self.quiet.set()
-        for sock in list(self.peers):
+        for sock in self.peers:
             try:
                 sock.send(goodbye)
             except OSError:
@@ -187,12 +190,3 @@ def supervise() -> None:
     finally:
         os._exit(2)
 
-
-def _read_exactly(sock: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise ConnectionError("the connection closed during its greeting")
-        data += chunk
-    return data

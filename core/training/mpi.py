@@ -77,9 +77,8 @@ FORWARD_SECONDS = 0.3
 proxy to read it before the process aborts the job: the proxy reads each
 process's output from a pipe in its own time, and an abort that comes first
 can tear the job down with the line still unread (seen once, on a loaded
-machine: the job ended with status 2 and no word).  Waiting the whole time
-is too long the other way: when a process was killed, the proxy ends the job
-itself within a few tenths of a second, with its own banner."""
+machine: the job ended with status 2 and no word).  Bounded, because stderr
+may be a pipe no one reads."""
 TALLY = 3
 """The numbers a step sends along with the gradients: the slice's weighted
 loss (a partial sum, up the tree), its correct predictions, and (down,
