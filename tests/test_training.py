@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import signal
 import threading
 import warnings
@@ -90,6 +91,23 @@ def test_a_signal_stops_after_the_batch_and_resuming_matches_an_uninterrupted_ru
     assert not resumed.interrupted
     assert params_equal(model.network, reference.network)
     assert resumed.history[-1].train_loss == reference_result.history[-1].train_loss
+
+
+def test_a_signal_after_the_last_batch_finishes_the_run_and_is_reported(registry):
+    """Training is whole, so not interrupted; the signal is not lost either: a
+    caller running fit after fit (``laminae tune``) learns it was asked to stop."""
+    x, y = tiny_data()
+    model = tiny_model(registry)
+    last = model.train_config.epochs
+
+    def at_the_end(row):
+        if row.epoch == last:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    result = model.fit(x, y, progress=False, on_epoch=at_the_end)
+    assert not result.interrupted and result.stopped_by == "" and result.state.finished
+    assert result.late_signal == "SIGINT" and [m.epoch for m in result.history] == list(range(1, last + 1))
+    assert model.fit(x, y, progress=False).late_signal == ""
 
 
 def test_resuming_from_the_checkpoint_matches_an_uninterrupted_run(registry, tmp_path):

@@ -5,6 +5,7 @@ import os
 import re
 import socket
 import sys
+import textwrap
 import tomllib
 from pathlib import Path
 
@@ -191,6 +192,34 @@ def test_dotted_paths_reach_every_kind_of_component_by_its_own_class(registry):
     assert with_values(spec, {"train.log.0.flush_secs": 5.0})["train"]["log"][0]["flush_secs"] == 5.0
     with pytest.raises(laminae.SpecError, match=r"^'train.log.0' \(tensorboard\) has no key 'flush'; did you mean"):
         check_path(spec, "train.log.0.flush", registry)
+
+
+def test_ctrl_c_after_a_trials_last_batch_stops_the_study_after_that_trial(tmp_path):
+    """The signal lands inside the trial's training but after its last batch
+    (here from a logger, at the last epoch's end): the trial is whole and
+    counts, and no further trial starts.  It used to vanish, and the study ran on."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "ctrl_c.py").write_text(textwrap.dedent('''
+        import os, signal
+        import attrs
+        from laminae import hookimpl
+        from laminae.events import EpochEnded
+
+        @attrs.define
+        class CtrlCAtTheEnd:
+            def __call__(self, event):
+                if isinstance(event, EpochEnded) and event.epoch == 2:
+                    os.kill(os.getpid(), signal.SIGINT)
+
+        @hookimpl
+        def register_loggers(register):
+            register("ctrl_c_at_the_end", CtrlCAtTheEnd)
+    '''))
+    registry = laminae.make_registry(plugins_dir=tmp_path / "plugins", autoload=False)
+    result = tune(write_model(tmp_path), "small", out=tmp_path / "study", registry=registry, show=lambda line: None,
+                  bar=False, log=["ctrl_c_at_the_end"])
+    assert result.interrupted
+    assert [t.state.name for t in trials_of(journal(tmp_path / "study"))] == ["COMPLETE"]
 
 
 def test_a_trial_left_running_by_a_dead_worker_is_marked_failed(tmp_path):

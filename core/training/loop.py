@@ -97,6 +97,10 @@ class TrainingResult:
     """The signal that stopped training early (``"SIGINT"``), if any."""
     stopped_early: bool = False
     """Whether ``train.patience`` epochs passed without a better validation figure."""
+    late_signal: str = ""
+    """A signal that came after the last batch (``"SIGINT"``): training finished
+    all the same, but a caller that runs fit after fit (``laminae tune``) was
+    asked to stop, and only this result can tell it."""
 
 
 def fit(parts: ModelParts, x: np.ndarray, y: np.ndarray, options: FitOptions | None = None) -> TrainingResult:
@@ -208,7 +212,8 @@ def fit(parts: ModelParts, x: np.ndarray, y: np.ndarray, options: FitOptions | N
             run.close()
         broadcast.ended(parts, status, state.epoch, history, None if run is None else run.path, reason)
     saved = run.checkpoint_file if run is not None else None
-    return TrainingResult(history, state, interrupted, saved, stop.signal_name if interrupted else "", stopped_early)
+    return TrainingResult(history, state, interrupted, saved, stop.signal_name if interrupted else "", stopped_early,
+                          "" if interrupted else stop.signal_name)
 
 
 def _stepper(

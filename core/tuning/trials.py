@@ -130,6 +130,8 @@ class Objective:
             self.stop.request()
             trial.set_user_attr("interrupted", True)
             raise Interrupted(f"stopped by {result.stopped_by} at epoch {result.state.epoch + 1}")
+        if result.late_signal:  # the trial is whole; the study stops after it
+            self.stop.request()
         return self.last
 
     def report(self, trial: Any, model: Model, row: EpochMetrics) -> None:
