@@ -91,15 +91,25 @@ def inner_paths(node) -> tuple[str | None, list[list[Any]]] | None:
     ``"add"``, ``"concat"`` (along the channel axis) or None (one path, a
     sequence).  None for a leaf layer.  A residual block's paths are its main
     path and its shortcut; a repeat's one path holds its ``times`` copies of its
-    layers in a row."""
+    layers in a row; a flip_average trains as its one path."""
     layer = node.layer
     if node.type == "residual":
         return "add", [layer._main.nodes, layer._side.nodes if layer._side is not None else []]
     if node.type == "branches":
         return layer.merge, [chain.nodes for chain in layer._chains]
-    if node.type in ("sequential", "repeat"):
+    if node.type in ("sequential", "repeat", "flip_average"):  # flip_average trains as its layers
         return None, [layer._chain.nodes]
     return None
+
+
+def single_view_scores(network, x: np.ndarray) -> np.ndarray:
+    """Inference-mode outputs, with a flip_average around the network run on
+    ``x`` alone, as the twins predict (they are timed training, which is the
+    same either way)."""
+    (first,) = network.layers if len(network.layers) == 1 else (None,)
+    if network.names[0] == "flip_average" and first is not None:
+        return first._chain.forward(x, False)
+    return network.forward(x)
 
 
 def training_loss(model, x: np.ndarray, y: np.ndarray) -> float:

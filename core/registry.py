@@ -75,6 +75,7 @@ BUILTIN_PLUGINS = (
     "laminae.plugins.batchnorm",
     "laminae.plugins.dropout",
     "laminae.plugins.blocks",
+    "laminae.plugins.flip_average",
     "laminae.plugins.losses",
     "laminae.plugins.sgd",
     "laminae.plugins.adam",

@@ -190,7 +190,7 @@ for name in [name for name in json.loads(sys.argv[2]) if name in specs]:
             model.fit(x, y, epochs=1, batch_size=len(x), seed=0, threads=1, progress=False)
             twin.train(*((twin.to_device(x, y),) if hasattr(twin, "to_device") else (x, y)), len(x))
         out[name].append([laminae_models.training_loss(model, x, y), twin.first_loss(x, y),
-                          model.loss.forward(model.network.forward(x), y), twin.first_loss(x, y, training=False)])
+                          model.loss.forward(laminae_models.single_view_scores(model.network, x), y), twin.first_loss(x, y, training=False)])
 print(json.dumps(out))
 """
 

@@ -44,7 +44,7 @@ def test_check_prints_one_line_per_model(capsys):
     assert [line.split()[1] for line in lines] == ["two_layer", "dnn", "simple_cnn", "sigmoid_net", "lenet", "mnist_best",
                                                   "fashion_best", "mnist_resnet", "fashion_resnet", "quickstart"]
     assert "ok  simple_cnn      6 layers, 433,890 params, (1, 28, 28) -> (10,)" in lines
-    assert "ok  fashion_resnet  11 layers (28 with those inside blocks), 181,994 params, (1, 28, 28) -> (10,)" in lines
+    assert "ok  fashion_resnet  1 layers (29 with those inside blocks), 181,994 params, (1, 28, 28) -> (10,)" in lines
 
 
 def test_check_reports_the_first_error_in_one_line(capsys, tmp_path, monkeypatch):
@@ -92,8 +92,8 @@ def test_layers_lists_every_builtin_type_with_keys_and_doc(capsys):
     assert code == 0
     names = [line.split()[0] for line in out.splitlines()]
     assert names == [
-        "affine", "batchnorm", "branches", "conv", "dropout", "flatten", "global_avg_pool", "pool", "relu", "repeat",
-        "residual", "sequential", "sigmoid",
+        "affine", "batchnorm", "branches", "conv", "dropout", "flatten", "flip_average", "global_avg_pool", "pool",
+        "relu", "repeat", "residual", "sequential", "sigmoid",
     ]
     affine = out.splitlines()[0]
     assert 'units=required, bias=true, init="he"  # Fully connected layer' in affine

@@ -53,7 +53,7 @@ def test_each_registry_is_independent():
 
 
 def test_unknown_type_suggests_and_lists(registry):
-    with pytest.raises(laminae.PluginError, match=r"unknown layer type 'afine'; did you mean 'affine'\? \(installed: affine, batchnorm, branches, conv, dropout, flatten, global_avg_pool, pool, relu, repeat, residual, sequential, sigmoid\)"):
+    with pytest.raises(laminae.PluginError, match=r"unknown layer type 'afine'; did you mean 'affine'\? \(installed: affine, batchnorm, branches, conv, dropout, flatten, flip_average, global_avg_pool, pool, relu, repeat, residual, sequential, sigmoid\)"):
         registry.get("layers", "afine")
 
 

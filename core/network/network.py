@@ -188,8 +188,12 @@ class Network:
         from 32 to 1000.  Chunks that stay in cache ran the 10,000 MNIST test
         digits faster than chunks of 1000 (measured: simple_cnn in chunks of 52,
         0.57 -> 0.40 s; lenet in chunks of 136, 0.42 -> 0.21 s; dnn stays at
-        1000); results never depend on it."""
-        sizes = [prod(self.input_shape), *(prod(shape) for shape in self.shapes)]
+        1000); results depend on it only at rounding level.  Every layer
+        counts, those inside composites too (a composite's output is one of
+        its inner layers')."""
+        parents = {path.rpartition(".")[0] for path in self.nodes}
+        leaves = [node.output_shape for path, node in self.nodes.items() if path not in parents]
+        sizes = [prod(self.input_shape), *(prod(shape) for shape in leaves)]
         return max(32, min(1000, INFERENCE_BYTES // (self.dtype.itemsize * sum(sizes))))
 
     def predict(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:

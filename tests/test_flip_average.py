@@ -1,0 +1,98 @@
+"""flip_average: training is its layers' own; inference averages an image's
+scores with its mirror's, with a gradient to match, and exports to ONNX."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import laminae
+from laminae.plugins.flip_average import FlipAverage
+from laminae.testing import check_layer
+
+CONV = {"type": "conv", "filters": 3, "size": 3, "pad": 1}
+INNER = [CONV, {"type": "batchnorm"}, {"type": "relu"}, {"type": "affine", "units": 4}]
+
+
+def spec(layers: list, input_shape=(2, 5, 6)) -> dict:
+    return {"input": list(input_shape), "layers": layers, "loss": "softmax_cross_entropy", "optimizer": "sgd"}
+
+
+def pair(registry, dtype="float64"):
+    """The same layers bare and wrapped, with the same parameters drawn."""
+    bare = laminae.build(spec(INNER), registry=registry, dtype=dtype)
+    wrapped = laminae.build(spec([{"type": "flip_average", "layers": INNER}]), registry=registry, dtype=dtype)
+    for name, param in bare.network.params.items():
+        assert wrapped.network.params[f"0.{name}"].tobytes() == param.tobytes(), name
+    return bare, wrapped
+
+
+@pytest.mark.parametrize("layers", [INNER, [CONV, {"type": "relu"}, CONV]], ids=["to-scores", "to-images"])
+def test_passes_the_conformance_kit(layers, registry):
+    check_layer(FlipAverage(layers=layers), (2, 5, 6), registry=registry)
+
+
+def test_inference_is_the_mean_of_the_image_and_its_mirror(registry):
+    bare, wrapped = pair(registry)
+    x = np.random.default_rng(0).random((7, 2, 5, 6))
+    expected = (bare.network.forward(x) + bare.network.forward(x[..., ::-1].copy())) / 2
+    np.testing.assert_allclose(wrapped.network.forward(x), expected, rtol=1e-13, atol=1e-13)
+    assert not np.allclose(bare.network.forward(x), expected)  # the mirror does change the scores
+
+
+def test_training_is_bit_for_bit_the_bare_layers(registry):
+    bare, wrapped = pair(registry, dtype="float32")
+    rng = np.random.default_rng(1)
+    x, y = rng.random((48, 2, 5, 6), dtype=np.float32), rng.integers(0, 4, 48)
+    for model in (bare, wrapped):
+        model.fit(x, y, epochs=2, batch_size=16, seed=3, progress=False)
+    assert wrapped.network.param_arena.tobytes() == bare.network.param_arena.tobytes()
+    state = wrapped.network.state_dict()
+    for name, value in bare.network.state_dict().items():  # batch-norm statistics too
+        assert state[f"0.{name}"].tobytes() == value.tobytes(), name
+
+
+def test_the_inference_gradient_matches_finite_differences_for_the_input(registry):
+    network = laminae.Network([FlipAverage(layers=INNER)], (2, 5, 6), dtype="float64", registry=registry, input_grad=True)
+    rng = np.random.default_rng(2)
+    x = rng.random((3, 2, 5, 6))
+    weights = rng.standard_normal((3, 4))
+    layer = network.layers[0]
+    layer.forward(x, False)
+    dx = layer.backward(weights)
+    for index in [(0, 0, 1, 0), (1, 1, 4, 5), (2, 0, 2, 3)]:
+        up, down = x.copy(), x.copy()
+        up[index] += 1e-6
+        down[index] -= 1e-6
+        numeric = (np.sum(layer.forward(up, False) * weights) - np.sum(layer.forward(down, False) * weights)) / 2e-6
+        assert dx[index] == pytest.approx(numeric, rel=1e-6, abs=1e-9)
+
+
+def test_images_only_in_one_line(registry):
+    with pytest.raises(laminae.ShapeError) as caught:
+        laminae.build(spec([{"type": "flip_average", "layers": [{"type": "affine", "units": 3}]}], (5,)), registry=registry)
+    assert caught.value.message == (
+        "<dict>: model 'model', layer 0 (flip_average): mirrors images, so it needs (channels, height, width)"
+        " input, got (5,)"
+    )
+
+
+def test_inference_chunks_count_the_layers_inside(registry):
+    bare, wrapped = pair(registry, dtype="float32")
+    big = laminae.build(spec(INNER, (2, 64, 64)), registry=registry)
+    big_wrapped = laminae.build(spec([{"type": "flip_average", "layers": INNER}], (2, 64, 64)), registry=registry)
+    assert big_wrapped.network.inference_batch() == big.network.inference_batch() < 1000
+    assert wrapped.network.inference_batch() == bare.network.inference_batch()
+
+
+def test_onnx_runs_both_views_as_predict_proba_does(registry, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    _, wrapped = pair(registry, dtype="float32")
+    rng = np.random.default_rng(4)
+    x = rng.random((40, 2, 5, 6), dtype=np.float32)
+    wrapped.fit(x, np.arange(40) % 4, epochs=1, progress=False)  # running statistics away from their start
+    path = wrapped.export_onnx(tmp_path / "net.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"images": x})
+    np.testing.assert_allclose(got, wrapped.predict_proba(x), atol=1e-6)
+    bare_scores = wrapped.network.layers[0]._chain.forward(x, False)
+    assert not np.allclose(got, np.exp(bare_scores) / np.exp(bare_scores).sum(1, keepdims=True), atol=1e-4)
