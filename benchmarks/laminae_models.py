@@ -106,9 +106,8 @@ def single_view_scores(network, x: np.ndarray) -> np.ndarray:
     """Inference-mode outputs, with a flip_average around the network run on
     ``x`` alone, as the twins predict (they are timed training, which is the
     same either way)."""
-    (first,) = network.layers if len(network.layers) == 1 else (None,)
-    if network.names[0] == "flip_average" and first is not None:
-        return first._chain.forward(x, False)
+    if network.names == ["flip_average"]:
+        return network.layers[0]._chain.forward(x, False)
     return network.forward(x)
 
 
