@@ -20,7 +20,7 @@ import optuna
 import pgserver
 import pytest
 
-from tests.tune_helpers import LAMINAE, trials_in_training, tune_command, tune_process, wait_for, with_tune, write_model
+from tests.tune_helpers import LAMINAE, counted_trials, trials_in_training, trials_of, tune_command, tune_process, wait_for, with_tune, write_model
 
 BEATING = {"heartbeat_seconds": 1, "grace_seconds": 3, "pruner": '"none"'}
 """A heartbeat every second, and a trial failed 3 s after its last: the tests wait seconds, not the default 30."""
@@ -52,18 +52,13 @@ def test_two_processes_on_one_postgres_url_share_one_study(tmp_path, postgres_ur
     outputs = [machine.communicate(timeout=300) for machine in machines]
     for machine, (out, err) in zip(machines, outputs):
         assert machine.returncode == 0, err
-    trials = optuna.load_study(study_name="small", storage=postgres_url).get_trials()
-    # Both machines may start a trial when the study holds 19: the later one is
-    # recorded as surplus (failed before it trained, not counted; docs/tuning.md).
-    surplus = [t for t in trials if t.user_attrs.get("surplus")]
-    kept = [t for t in trials if not t.user_attrs.get("surplus")]
-    assert len(surplus) <= 1 and all(t.state.name == "FAIL" and t.number >= 20 for t in surplus)
+    kept = counted_trials(trials_of(postgres_url), 20)
     assert sorted(t.number for t in kept) == list(range(20))  # one study, no trial number twice
     assert all(t.state.name == "COMPLETE" for t in kept)
     ran = {name: sorted(int(p.name) for p in (tmp_path / name / "trials").glob("*")) for name in ("machine-a", "machine-b")}
     assert sorted(ran["machine-a"] + ran["machine-b"]) == list(range(20))  # the count is the sum of both
     assert ran["machine-a"] and ran["machine-b"]  # and both took part
-    assert {t.user_attrs["run_dir"].split("/trials/")[0].rsplit("/", 1)[1] for t in trials} == {"machine-a", "machine-b"}
+    assert {t.user_attrs["run_dir"].split("/trials/")[0].rsplit("/", 1)[1] for t in kept} == {"machine-a", "machine-b"}
 
 
 @contextlib.contextmanager

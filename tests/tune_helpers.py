@@ -115,6 +115,21 @@ def trials_of(storage: object, name: str = "small") -> list[optuna.trial.FrozenT
     return optuna.load_study(study_name=name, storage=storage).get_trials()
 
 
+def counted_trials(trials: list[optuna.trial.FrozenTrial], total: int) -> list[optuna.trial.FrozenTrial]:
+    """The trials that count toward a study of ``total``, after checking the rest.
+
+    Two workers may each ask for a trial when the study holds ``total - 1``: the
+    later one is recorded as surplus (failed before it trained, not counted;
+    docs/tuning.md): at most one here, begun after ``total`` counted trials."""
+    surplus = [t for t in trials if t.user_attrs.get("surplus")]
+    kept = [t for t in trials if not t.user_attrs.get("surplus")]
+    assert len(surplus) <= 1, [t.number for t in surplus]
+    for extra in surplus:
+        assert extra.state.name == "FAIL" and "run_dir" not in extra.user_attrs
+        assert sum(t.number < extra.number for t in kept) >= total
+    return kept
+
+
 def journal(study_dir: Path) -> optuna.storages.JournalStorage:
     from optuna.storages.journal import JournalFileBackend
 
