@@ -13,12 +13,14 @@ import optuna
 import pytest
 
 import laminae
+from laminae.errors import LaminaeError
 from laminae.cli import main
 from laminae.tuning import tune
 from laminae.tuning.paths import check_path, value_at, with_values
 from laminae.tuning.study import read_model
 from laminae.tuning.table import read_tune_table
-from laminae.tuning.trials import StudySetup
+from laminae.tuning.report import table
+from laminae.tuning.trials import Objective, StopFlag, StudySetup
 from laminae.tuning.workers import fail_orphans
 from tests.tune_helpers import SMALL, counted_trials, epochs_logged, journal, logged_test_accuracies, trials_of, tune_command, write_model
 
@@ -239,6 +241,25 @@ def test_a_trial_left_running_by_a_dead_worker_is_marked_failed(tmp_path):
     setup = StudySetup(name, "small.toml", spec, table, registry, None, None, tmp_path)
     assert fail_orphans(study, setup) == ["trial 0 failed: its worker process is gone (killed in an earlier run)"]
     assert [t.state.name for t in trials_of(journal(tmp_path))] == ["FAIL", "RUNNING"]
+
+
+def test_a_trial_begun_after_the_study_is_full_is_surplus_and_not_counted(tmp_path):
+    """Two machines may each ask for a trial when the study holds all but one:
+    the later finds the study full, records itself as surplus and stops the
+    study, without training, and the listing leaves it out."""
+    registry = laminae.make_registry(autoload=False)
+    name, spec, table_ = read_model(write_model(tmp_path), "small", registry)
+    study = optuna.create_study(study_name="small", storage=journal(tmp_path), direction="maximize")
+    for _ in range(table_.trials):  # the other machine's trials, still running
+        study.ask()
+    setup = StudySetup(name, "small.toml", spec, table_, registry, None, None, tmp_path)
+    with StopFlag() as stop:  # as run_worker calls it, had it looked just before the other machine's last ask
+        study.optimize(Objective(setup, study, stop), n_trials=3, catch=(LaminaeError,))
+    trials = trials_of(journal(tmp_path))
+    assert len(trials) == 7 and trials[6].state.name == "FAIL"  # one surplus trial, then the study stopped
+    assert [t.number for t in counted_trials(trials, table_.trials)] == list(range(6))
+    assert trials[6].user_attrs == {"surplus": True} and not (tmp_path / "trials").exists()
+    assert [row.split()[0] for row in table(study, "val_accuracy").splitlines()[1:]] == [str(n) for n in range(6)]
 
 
 def test_the_tune_table_docs_teach_is_lenets(registry):
