@@ -20,6 +20,7 @@ from laminae.plugins.blocks import Branches, Repeat, Residual, Sequential
 from laminae.plugins.conv import Conv
 from laminae.testing import ConformanceError, check_layer
 from laminae.tuning.paths import check_path, value_at
+from tests.training_helpers import LossSpy, onnx_probabilities, params_equal
 
 CONV = {"type": "conv", "filters": 4, "size": 3, "pad": 1}
 
@@ -54,6 +55,20 @@ layers = [
   { type = "global_avg_pool" },
   { type = "affine", units = 3 },
 ]
+loss = "softmax_cross_entropy"
+optimizer = { type = "sgd", lr = 0.05, momentum = 0.9 }
+train = { dataset = "mnist-sample", epochs = 2, batch_size = 16, seed = 0 }
+
+[models.flipped]
+input = [1, 8, 8]
+layers = [{ type = "flip_average", layers = [
+  { type = "conv", filters = 4, size = 3, pad = 1 },
+  { type = "relu" },
+  { type = "stage", filters = 6, stride = 2 },
+  { type = "branches", branches = [[{ type = "conv", filters = 2, size = 1 }], []] },
+  { type = "global_avg_pool" },
+  { type = "affine", units = 3 },
+] }]
 loss = "softmax_cross_entropy"
 optimizer = { type = "sgd", lr = 0.05, momentum = 0.9 }
 train = { dataset = "mnist-sample", epochs = 2, batch_size = 16, seed = 0 }
@@ -334,16 +349,12 @@ def test_a_stored_parameter_of_a_missing_inner_layer_is_named(models_file, regis
     assert caught.value.message == f"{path}: layer 2.0 (residual): unexpected parameter '9.W'"
 
 
-def test_onnx_runs_blocks_as_the_network_does(models_file, registry, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    model = laminae.from_toml(models_file, "net", registry=registry)
-    rng = np.random.default_rng(0)
-    x = rng.random((40, 1, 8, 8), dtype=np.float32)
+@pytest.mark.parametrize("name", ["net", "flipped"])
+def test_onnx_runs_blocks_as_the_network_does(name, models_file, registry, tmp_path):
+    model = laminae.from_toml(models_file, name, registry=registry)
+    x = np.random.default_rng(0).random((40, 1, 8, 8), dtype=np.float32)
     model.fit(x, np.arange(40) % 3, epochs=1, progress=False)  # running statistics away from their start
-    path = model.export_onnx(tmp_path / "net.onnx")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"images": x})
-    np.testing.assert_allclose(got, model.predict_proba(x), atol=1e-5)
+    np.testing.assert_allclose(onnx_probabilities(model, x, tmp_path), model.predict_proba(x), atol=1e-5)
 
 
 def test_tune_paths_reach_inside_blocks(models_file, registry):
@@ -353,17 +364,19 @@ def test_tune_paths_reach_inside_blocks(models_file, registry):
     check_path(spec, "layers.3.branches.0.0.size", registry)
     with pytest.raises(laminae.SpecError, match=r"has no key 'filterz'; did you mean 'filters'\?"):
         check_path(spec, "layers.2.layers.0.layers.0.filterz", registry)
+    flipped = laminae.from_toml(models_file, "flipped", registry=registry).spec
+    assert value_at(flipped, "layers.0.layers.2.layers.0.layers.0.filters", registry) == 6
+    check_path(flipped, "layers.0.layers.3.branches.0.0.size", registry)
 
 
-def test_training_in_two_slices_resumes_bit_for_bit_with_nested_batch_norm(models_file, registry, tmp_path):
-    """The same run, interrupted mid-epoch and resumed, on one core and on two."""
-    from tests.training_helpers import LossSpy, params_equal
-
+@pytest.mark.parametrize("name", ["net", "flipped"])
+def test_training_in_two_slices_resumes_bit_for_bit_with_nested_batch_norm(name, models_file, registry, tmp_path):
+    """The same run, interrupted by SIGINT mid-epoch and resumed, on one core and on two."""
     rng = np.random.default_rng(1)
     x = rng.random((96, 1, 8, 8), dtype=np.float32)
     y = rng.integers(0, 3, 96)
     for threads in (1, 2):
-        build = lambda: laminae.from_toml(models_file, "net", registry=registry, train_overrides={"threads": threads})  # noqa: E731
+        build = lambda: laminae.from_toml(models_file, name, registry=registry, train_overrides={"threads": threads})  # noqa: E731
         reference = build()
         reference.fit(x, y, progress=False, run_dir=tmp_path / f"ref{threads}")
         stopped = build()

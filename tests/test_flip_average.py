@@ -8,6 +8,7 @@ import pytest
 import laminae
 from laminae.plugins.flip_average import FlipAverage
 from laminae.testing import check_layer
+from tests.training_helpers import onnx_probabilities
 
 CONV = {"type": "conv", "filters": 3, "size": 3, "pad": 1}
 INNER = [CONV, {"type": "batchnorm"}, {"type": "relu"}, {"type": "affine", "units": 4}]
@@ -85,14 +86,10 @@ def test_inference_chunks_count_the_layers_inside(registry):
 
 
 def test_onnx_runs_both_views_as_predict_proba_does(registry, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
     _, wrapped = pair(registry, dtype="float32")
-    rng = np.random.default_rng(4)
-    x = rng.random((40, 2, 5, 6), dtype=np.float32)
+    x = np.random.default_rng(4).random((40, 2, 5, 6), dtype=np.float32)
     wrapped.fit(x, np.arange(40) % 4, epochs=1, progress=False)  # running statistics away from their start
-    path = wrapped.export_onnx(tmp_path / "net.onnx")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"images": x})
+    got = onnx_probabilities(wrapped, x, tmp_path)
     np.testing.assert_allclose(got, wrapped.predict_proba(x), atol=1e-6)
     bare_scores = wrapped.network.layers[0]._chain.forward(x, False)
     assert not np.allclose(got, np.exp(bare_scores) / np.exp(bare_scores).sum(1, keepdims=True), atol=1e-4)

@@ -6,6 +6,7 @@ import textwrap
 
 import attrs
 import numpy as np
+import pytest
 
 import laminae
 from laminae.randomness import rng_from_array, rng_to_array
@@ -120,3 +121,12 @@ class Noise:
 
     def load_state_dict(self, state):
         self._rng = rng_from_array(state["rng"])
+
+
+def onnx_probabilities(model: laminae.Model, x: np.ndarray, folder) -> np.ndarray:
+    """What onnxruntime answers for ``x`` from ``model`` exported into ``folder``
+    (skips the test where onnxruntime is not installed)."""
+    ort = pytest.importorskip("onnxruntime")
+    path = model.export_onnx(folder / "model.onnx")
+    (probabilities,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": x})
+    return probabilities
