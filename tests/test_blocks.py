@@ -24,6 +24,20 @@ from tests.training_helpers import LossSpy, onnx_probabilities, params_equal
 
 CONV = {"type": "conv", "filters": 4, "size": 3, "pad": 1}
 
+NET_LAYERS = """\
+  { type = "conv", filters = 4, size = 3, pad = 1 },
+  { type = "relu" },
+  { type = "stage", filters = 6, stride = 2 },
+  { type = "branches", branches = [[{ type = "conv", filters = 2, size = 1 }], []] },
+  { type = "global_avg_pool" },
+  { type = "affine", units = 3 },
+"""
+TRAINING = """\
+loss = "softmax_cross_entropy"
+optimizer = { type = "sgd", lr = 0.05, momentum = 0.9 }
+train = { dataset = "mnist-sample", epochs = 2, batch_size = 16, seed = 0 }
+"""
+
 BLOCKS = """
 schema = 1
 
@@ -48,31 +62,13 @@ layers = [
 [models.net]
 input = [1, 8, 8]
 layers = [
-  { type = "conv", filters = 4, size = 3, pad = 1 },
-  { type = "relu" },
-  { type = "stage", filters = 6, stride = 2 },
-  { type = "branches", branches = [[{ type = "conv", filters = 2, size = 1 }], []] },
-  { type = "global_avg_pool" },
-  { type = "affine", units = 3 },
-]
-loss = "softmax_cross_entropy"
-optimizer = { type = "sgd", lr = 0.05, momentum = 0.9 }
-train = { dataset = "mnist-sample", epochs = 2, batch_size = 16, seed = 0 }
-
+""" + NET_LAYERS + """]
+""" + TRAINING + """
 [models.flipped]
 input = [1, 8, 8]
 layers = [{ type = "flip_average", layers = [
-  { type = "conv", filters = 4, size = 3, pad = 1 },
-  { type = "relu" },
-  { type = "stage", filters = 6, stride = 2 },
-  { type = "branches", branches = [[{ type = "conv", filters = 2, size = 1 }], []] },
-  { type = "global_avg_pool" },
-  { type = "affine", units = 3 },
-] }]
-loss = "softmax_cross_entropy"
-optimizer = { type = "sgd", lr = 0.05, momentum = 0.9 }
-train = { dataset = "mnist-sample", epochs = 2, batch_size = 16, seed = 0 }
-"""
+""" + NET_LAYERS + """] }]
+""" + TRAINING
 
 EXPANDED_STAGE = {
     "type": "sequential",
