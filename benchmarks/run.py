@@ -94,7 +94,7 @@ class Contenders:
         if training:
             out = {"laminae": lm.training_loss(self.model, xb, yb)}
         else:
-            out = {"laminae": self.model.loss.forward(self.model.network.forward(xb), yb)}
+            out = {"laminae": self.model.loss.forward(lm.single_view_scores(self.model.network, xb), yb)}
         if "jax" in self.runs:
             out["jax"] = self.jax.first_loss(xb, yb, training)
         if "torch" in self.runs:
