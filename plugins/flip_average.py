@@ -110,11 +110,12 @@ class FlipAverage:
 
     def _view(self, x: np.ndarray, view: View) -> np.ndarray:
         mirrored, dy, dx = view
+        source = x[..., ::-1] if mirrored else x
         image = self._scratch.empty(x.shape, x.dtype, memory_order(x))
-        if not (dy or dx):
-            np.copyto(image, x[..., ::-1])
-            return image
-        return _moved(x[..., ::-1] if mirrored else x, dy, dx, image)
+        if dy or dx:
+            return _moved(source, dy, dx, image)
+        np.copyto(image, source)
+        return image
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
         if self._images is None:
@@ -124,6 +125,7 @@ class FlipAverage:
         # add up their parameter and input gradients.
         share = dout * (1 / len(self._images))
         grads = [grad for node in self._inner for grad in node.layer.grads.values()]
+        taken = views(self.shift)
         others: list[np.ndarray] = []  # the parameter gradients of the views after the first
         moved_back = None  # their input gradients, carried back to the image
         for index in range(len(self._images) - 1, 0, -1):
@@ -136,7 +138,7 @@ class FlipAverage:
             else:
                 others = [grad.copy() for grad in grads]
             if dview is not None:
-                back = self._undo(dview, views(self.shift)[index])
+                back = self._undo(dview, taken[index])
                 moved_back = back if moved_back is None else moved_back + back
         self._chain.forward(self._images[0], False)
         dx = self._chain.backward(share)
