@@ -361,6 +361,7 @@ def test_tune_paths_reach_inside_blocks(models_file, registry):
     with pytest.raises(laminae.SpecError, match=r"has no key 'filterz'; did you mean 'filters'\?"):
         check_path(spec, "layers.2.layers.0.layers.0.filterz", registry)
     flipped = laminae.from_toml(models_file, "flipped", registry=registry).spec
+    assert value_at(flipped, "layers.0.shift", registry) == 0  # flip_average's own key, a default
     assert value_at(flipped, "layers.0.layers.2.layers.0.layers.0.filters", registry) == 6
     check_path(flipped, "layers.0.layers.3.branches.0.0.size", registry)
 
@@ -394,6 +395,11 @@ def test_summary_shows_the_tree(models_file, capsys):
     rows = [line.split() for line in out.splitlines()]
     assert ["2.0.shortcut.0", "conv", "256", "(6,", "4,", "4)", "30"] in rows
     assert ["3.0.0", "conv", "96", "(2,", "4,", "4)", "14"] in rows
+    assert main(["summary", str(models_file), "flipped"]) == 0  # the same tree, one level down
+    flipped = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["0.2.0.shortcut.0", "conv", "256", "(6,", "4,", "4)", "30"] in flipped
+    total = sum(p.size for p in laminae.from_toml(models_file, "net").network.params.values())
+    assert ["0", "flip_average", "64", "(3,)", str(total)] in flipped  # a composite's count is its subtree's
 
 
 def test_laminae_build_takes_layer_objects_and_gives_the_toml_network(models_file, registry):
