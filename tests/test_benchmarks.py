@@ -312,6 +312,24 @@ def test_the_floor_command_prints_laminae_beside_the_fused_twin():
     assert float(row["Laminae"].replace(",", "")) > 0 and row["JAX"] == "-"
 
 
+@pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="numba (the test extra) is not installed")
+def test_the_compiled_batchnorm_command_checks_its_kernels_then_times_them():
+    out = bench("benchmarks/compiled_batchnorm.py", "--samples", "128", "--rounds", "1", "--no-torch", "--threads", "1")
+    difference = next(line for line in out.splitlines() if line.startswith("largest relative difference"))
+    assert 0 < float(difference.rsplit(" ", 1)[1]) < 1e-5  # reordered sums: close, not the same bits
+    row = table_row(out, "fashion_resnet")
+    assert float(row["Laminae/s"].replace(",", "")) > 0 and float(row["compiled/s"].replace(",", "")) > 0
+    assert row["PyTorch/s"] == row["compiled/PyTorch"] == "-"
+    assert "with its 8 batch norms compiled" in out
+
+
+def test_a_missing_numba_is_one_line(tmp_path):
+    (tmp_path / "numba.py").write_text("raise ImportError('hidden by the test')\n")
+    result = subprocess.run([sys.executable, "benchmarks/compiled_batchnorm.py", "--threads", "1"], cwd=ROOT,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=120)
+    assert result.returncode == 1 and result.stderr.strip() == "compiled_batchnorm.py needs numba: pip install numba"
+
+
 def test_the_overhead_command_compares_a_commit_with_the_tree():
     out = bench("benchmarks/overhead.py", "--baseline", "HEAD", "--networks", "sigmoid_net:10",
                 "--samples", "40", "--rounds", "1")
