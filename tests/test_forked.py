@@ -42,6 +42,34 @@ def test_workers_give_the_numbers_threads_give_bit_for_bit(registry, monkeypatch
     assert no_children_left()
 
 
+@pytest.mark.parametrize("extra", [[], [{"type": "batchnorm"}]], ids=["plain", "batchnorm"])
+def test_workers_score_held_out_data_to_the_bits_one_process_gives(registry, monkeypatch, extra):
+    """Between epochs the worker scores every other chunk of the validation
+    and test sets, with the parameters and batch-norm averages of the epoch's
+    end: the figures equal those of Model.evaluate in one process."""
+    commands, starts = [], []
+    send, start = forked.ForkedStep._send, forked.ForkedStep._start_workers
+    monkeypatch.setattr(forked.ForkedStep, "_send", lambda self, x, y, labels, working, kind: (
+        commands.extend(kind for _ in working), send(self, x, y, labels, working, kind)))
+    monkeypatch.setattr(forked.ForkedStep, "_start_workers", lambda self, capacity: (
+        starts.append(capacity), start(self, capacity)))
+    spec = conv_spec(threads=2)
+    spec["layers"][1:1] = extra
+    model = laminae.build(spec, registry=registry)
+    x, y = conv_data()
+    held_x, held_y = conv_data(2500)
+    assert model.network.inference_batch() == 1000  # validation: three chunks, test: two
+    serial = []
+    history = model.fit(
+        x, y, validation_data=(held_x, held_y), test_data=(held_x[:1500], held_y[:1500]), progress=False,
+        on_epoch=lambda row: serial.append((model.evaluate(held_x, held_y), model.evaluate(held_x[:1500], held_y[:1500])[1])),
+    ).history
+    assert [((row.val_loss, row.val_accuracy), row.test_accuracy) for row in history] == serial
+    assert commands.count(forked.FORWARD) == 2 * 2  # per epoch: validation's second chunk and test's
+    assert len(starts) == 2 and starts[1].rows == 1000  # the workers grew once for 1000-sample chunks, then stayed
+    assert no_children_left()
+
+
 def test_the_first_batch_starts_the_workers_and_the_end_of_training_stops_them(registry, monkeypatch):
     started = []
     real = forked.ForkedStep._start_workers
@@ -67,6 +95,7 @@ class Troublemaker:
     while ``FAILING["now"]``."""
 
     worker: str = "raise"
+    only_scoring: bool = False  # in a worker, misbehave only in inference mode
     params: dict = attrs.field(init=False, factory=dict)
     grads: dict = attrs.field(init=False, factory=dict)
 
@@ -77,6 +106,8 @@ class Troublemaker:
         if os.getpid() == TRAINING_PROCESS:
             if FAILING["now"]:
                 raise RuntimeError("the training process's own slice failed")
+        elif self.only_scoring and training:
+            pass
         elif self.worker == "die":
             os.kill(os.getpid(), signal.SIGKILL)
         elif self.worker == "raise":
@@ -116,6 +147,19 @@ def test_a_failing_worker_stops_training_with_one_line(worker, error, message):
     x, y = conv_data()
     with pytest.raises(error, match=message):
         model.fit(x, y, progress=False)
+    assert no_children_left()
+
+
+def test_a_worker_failing_while_scoring_stops_training_with_one_line():
+    registry = laminae.make_registry(plugins=[TroublemakerPlugin()], autoload=True)
+    spec = conv_spec(threads=2)
+    spec["layers"].insert(1, {"type": "troublemaker", "only_scoring": True})
+    model = laminae.build(spec, registry=registry)
+    x, y = conv_data()
+    message = (r"^layer 1 \(troublemaker, from plugin 'TroublemakerPlugin'\): forward raised RuntimeError:"
+               r" broken in a worker \(in worker process \d+ \(slice 2 of each batch\), raised at .*test_forked\.py:\d+\)$")
+    with pytest.raises(laminae.PluginError, match=message):
+        model.fit(x, y, validation_data=conv_data(2500), progress=False)
     assert no_children_left()
 
 

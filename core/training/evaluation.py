@@ -1,6 +1,8 @@
 """Scoring a model on held-out data, in inference mode and in cache-sized chunks."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import numpy as np
 
 from laminae.errors import TrainingError, blamed_on
@@ -19,15 +21,28 @@ def refuse_non_finite(output: np.ndarray) -> None:
         )
 
 
-def evaluate(parts: ModelParts, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Mean loss and accuracy over ``(x, y)`` in inference mode."""
+ChunkForward = Callable[[np.ndarray, int], Iterable[np.ndarray]]
+"""``(x, chunk) -> outputs``: the inference-mode outputs of ``x``, one array
+per ``chunk`` samples, in order; training in worker processes deals the
+chunks out to them (:meth:`laminae.training.forked.ForkedStep.forward_chunks`)."""
+
+
+def evaluate(
+    parts: ModelParts, x: np.ndarray, y: np.ndarray, forward_chunks: ChunkForward | None = None
+) -> tuple[float, float]:
+    """Mean loss and accuracy over ``(x, y)`` in inference mode, the outputs
+    computed ``inference_batch`` samples at a time, by ``forward_chunks``
+    if given (every chunk computed whole, so the figures are the same)."""
     check_data(parts.network, x, y, "evaluation data")
     total_loss, correct = 0.0, 0
     labels = y if y.ndim == 1 else y.argmax(axis=1)
     chunk = parts.network.inference_batch()
-    for start in range(0, len(x), chunk):
+    if forward_chunks is None:
+        outputs = (parts.network.forward(x[start : start + chunk], False) for start in range(0, len(x), chunk))
+    else:
+        outputs = forward_chunks(x, chunk)
+    for start, output in zip(range(0, len(x), chunk), outputs):
         stop = start + chunk
-        output = parts.network.forward(x[start:stop], False)
         refuse_non_finite(output)
         with blamed_on(lambda: parts.network.registry.describe("losses", parts.loss), "forward"):
             total_loss += parts.loss.forward(output, y[start:stop]) * len(output)

@@ -20,8 +20,14 @@ settings the caller had when it forked (``fit`` silences overflow warnings
 for the whole run, and so for its workers).  Only where ``fork`` is safe,
 on Linux.
 
-The pipes carry little: a command is a slice's length and weight
-(``COMMAND``), a length of 0 tells the worker to leave; a reply is ``b"d"``
+Between epochs the workers also score held-out data
+(:meth:`ForkedStep.forward_chunks`): each takes whole chunks of it in turn
+and writes its outputs into shared memory, so every chunk is computed
+exactly as one process computes it, and the scores are the same bits.
+
+The pipes carry little: a command is a slice's length, weight and kind
+(``COMMAND``: a training step, or a forward pass in inference mode), a
+length of 0 tells the worker to leave; a reply is ``b"d"``
 (done), or ``b"e"`` and the error's text, and end-of-file means the worker
 died.  Workers ignore Ctrl-C and SIGTERM, which a terminal or a job
 scheduler sends to the whole process group: the training process decides
@@ -39,6 +45,7 @@ import sys
 import time
 import traceback
 import warnings
+from collections.abc import Iterator
 from math import prod
 from typing import NoReturn
 
@@ -62,9 +69,11 @@ from laminae.training.slices import (
 )
 from laminae.training.steps import serial_step
 
-COMMAND = struct.Struct("<Id")
-"""A slice's length and the weight of its gradients (its share of the batch)."""
-LEAVE = COMMAND.pack(0, 0.0)
+COMMAND = struct.Struct("<IdB")
+"""A slice's length, the weight of its gradients (its share of the batch) and
+what to do with it: ``STEP`` (forward and backward) or ``FORWARD`` (inference)."""
+STEP, FORWARD = 0, 1
+LEAVE = COMMAND.pack(0, 0.0, STEP)
 MESSAGE_BYTES = 4096
 """The most a worker writes to its pipe at once: writes up to this size are atomic."""
 
@@ -122,7 +131,8 @@ class Capacity:
 
 
 def _slot(worker: int, what: str) -> str:
-    """The name of a worker's array in the shared memory: ``x``, ``y``, ``labels``, ``result`` or ``grad/<block>`` (an index into ``Network.grad_blocks``)."""
+    """The name of a worker's array in the shared memory: ``x``, ``y``, ``labels``, ``result``,
+    ``out`` (inference outputs) or ``grad/<block>`` (an index into ``Network.grad_blocks``)."""
     return f"{worker}/{what}"
 
 
@@ -162,28 +172,77 @@ class ForkedStep:
             self._stop_workers()
             raise
 
-    def _step(self, x, y, labels, slices: list[slice], weights: list[float]) -> tuple[float, int]:
+    def forward_chunks(self, x: np.ndarray, chunk: int) -> Iterator[np.ndarray]:
+        """Inference-mode outputs of ``x``, ``chunk`` samples at a time and in
+        order, the chunks dealt out in turns: the calling process computes the
+        first of every ``workers`` chunks, each worker one of the others.
+        Each chunk is computed whole, as :meth:`Network.forward` computes it
+        in one process, so the outputs are the same bits.  A worker's outputs
+        are views of shared memory, valid until the next one is asked for.
+        Before the first step has started the workers, one process does it all."""
+        network = self.parts.network
+        if self._capacity is None:
+            yield from (network.forward(x[start : start + chunk], False) for start in range(0, len(x), chunk))
+            return
+        needed = attrs.evolve(self._capacity, rows=max(self._capacity.rows, min(chunk, len(x))),
+                              x=(x.shape[1:], x.dtype))
+        if not self._capacity.holds(needed):
+            self._start_workers(needed)
+        try:
+            self._publish()
+            for first in range(0, len(x), chunk * self.workers):
+                parts = [slice(start, min(start + chunk, len(x)))
+                         for start in range(first, min(first + chunk * self.workers, len(x)), chunk)]
+                working = list(zip(self.started, parts[1:]))
+                self._send(x, None, None, [(worker, part, 0.0) for worker, part in working], FORWARD)
+                outputs = [network.forward(x[parts[0]], False)]
+                for worker, part in working:
+                    self._collect(worker)
+                    outputs.append(self._shared.arrays[_slot(worker.slice_number, "out")][: part.stop - part.start])
+                yield from outputs
+        except GeneratorExit:  # closed between rounds, every reply read: the workers stay
+            raise
+        except BaseException:
+            self._stop_workers()
+            raise
+
+    def _publish(self) -> None:
+        """Copy the model's parameters and layer state into shared memory, where the workers take them."""
         shared, network = self._shared.arrays, self.parts.network
         for index, block in enumerate(network.param_blocks):
             np.copyto(shared[f"param/{index}"], block)
         if self._state_names:
             for name, value in network.state_dict().items():
                 put_state(shared[f"state/{name}"], value)
-        working = list(zip(self.started, slices[1:], weights[1:]))
+
+    def _send(self, x, y, labels, working: list[tuple[Worker, slice, float]], kind: int) -> None:
+        """Give each worker its slice of the arrays (those not None) and its command."""
+        shared = self._shared.arrays
         for worker, part, weight in working:
             count = part.stop - part.start
             for key, data in (("x", x), ("y", y), ("labels", labels)):
-                shared[_slot(worker.slice_number, key)][:count] = data[part]
+                if data is not None:
+                    shared[_slot(worker.slice_number, key)][:count] = data[part]
             try:
-                os.write(worker.commands, COMMAND.pack(count, weight))
-            except BrokenPipeError:  # it died since the last batch
+                os.write(worker.commands, COMMAND.pack(count, weight, kind))
+            except BrokenPipeError:  # it died since the last command
                 self._fail(worker, b"")
+
+    def _collect(self, worker: Worker) -> None:
+        """Wait for ``worker`` to be done; raise what went wrong there."""
+        reply = os.read(worker.replies, MESSAGE_BYTES)
+        if reply != b"d":
+            self._fail(worker, reply)
+
+    def _step(self, x, y, labels, slices: list[slice], weights: list[float]) -> tuple[float, int]:
+        shared, network = self._shared.arrays, self.parts.network
+        self._publish()
+        working = list(zip(self.started, slices[1:], weights[1:]))
+        self._send(x, y, labels, working, STEP)
         first = slices[0]
         results = [weighted_slice_step(network, self.parts.loss, x[first], y[first], labels[first], weights[0])]
         for worker, _, _ in working:
-            reply = os.read(worker.replies, MESSAGE_BYTES)
-            if reply != b"d":
-                self._fail(worker, reply)
+            self._collect(worker)
             loss, correct = shared[_slot(worker.slice_number, "result")]
             results.append((float(loss), int(correct)))
         other_grads = [
@@ -217,6 +276,7 @@ class ForkedStep:
             layout[_slot(number, "y")] = ((capacity.rows, *capacity.y[0]), capacity.y[1])
             layout[_slot(number, "labels")] = ((capacity.rows,), capacity.labels)
             layout[_slot(number, "result")] = ((2,), np.dtype(np.float64))
+            layout[_slot(number, "out")] = ((capacity.rows, *network.output_shape), network.dtype)
             layout.update((_slot(number, f"grad/{i}"), (g.shape, g.dtype)) for i, g in enumerate(network.grad_blocks))
             layout.update((_slot(number, f"state/{name}"), state_layout(v)) for name, v in state.items())
         try:
@@ -319,12 +379,18 @@ def _serve(parts: ModelParts, shared: dict[str, np.ndarray], number: int, comman
         command = os.read(commands, COMMAND.size)
         if len(command) < COMMAND.size:
             return
-        count, weight = COMMAND.unpack(command)
+        count, weight, kind = COMMAND.unpack(command)
         if count == 0:
             return
         for index, block in enumerate(network.param_blocks):
             np.copyto(block, shared[f"param/{index}"])
         try:
+            if kind == FORWARD:
+                if state_names:
+                    network.load_state_dict({name: get_state(shared[f"state/{name}"], start[name]).copy() for name in state_names})
+                np.copyto(shared[_slot(number, "out")][:count], network.forward(shared[_slot(number, "x")][:count], False))
+                os.write(replies, b"d")
+                continue
             if state_names:  # the state the step starts from, copied: a layer may keep what it is given
                 network.load_state_dict({name: get_state(shared[f"state/{name}"], start[name]).copy() for name in state_names})
                 start_slice(streams, number - 1)

@@ -171,13 +171,16 @@ def fit(parts: ModelParts, x: np.ndarray, y: np.ndarray, options: FitOptions | N
             while not state.finished and not stop.requested:
                 if not _train_epoch(parts, x, y, state, stop, show, run, step, augment):
                     break
-                val_loss, val_accuracy = (None, None) if o.validation_data is None else evaluate(parts, *o.validation_data)
+                chunks = step.forward_chunks if isinstance(step, ForkedStep) else None  # the workers score too
+                val_loss, val_accuracy = (
+                    (None, None) if o.validation_data is None else evaluate(parts, *o.validation_data, chunks)
+                )
                 row = EpochMetrics(
                     epoch=state.epoch + 1,
                     train_loss=state.loss_sum / state.seen,
                     train_accuracy=state.correct / state.seen,
                     val_accuracy=val_accuracy,
-                    test_accuracy=None if o.test_data is None else evaluate(parts, *o.test_data)[1],
+                    test_accuracy=None if o.test_data is None else evaluate(parts, *o.test_data, chunks)[1],
                     seconds=state.seconds,
                     val_loss=val_loss,
                     lr=getattr(parts.optimizer, "lr", None),
