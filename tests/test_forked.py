@@ -62,7 +62,9 @@ def test_workers_score_held_out_data_to_the_bits_one_process_gives(registry, mon
     serial = []
     history = model.fit(
         x, y, validation_data=(held_x, held_y), test_data=(held_x[:1500], held_y[:1500]), progress=False,
-        on_epoch=lambda row: serial.append((model.evaluate(held_x, held_y), model.evaluate(held_x[:1500], held_y[:1500])[1])),
+        on_epoch=lambda row: serial.append(
+            (model.evaluate(held_x, held_y, threads=1), model.evaluate(held_x[:1500], held_y[:1500], threads=1)[1])
+        ),
     ).history
     assert [((row.val_loss, row.val_accuracy), row.test_accuracy) for row in history] == serial
     assert commands.count(forked.FORWARD) == 2 * 2  # per epoch: validation's second chunk and test's
@@ -148,6 +150,34 @@ def test_a_failing_worker_stops_training_with_one_line(worker, error, message):
     with pytest.raises(error, match=message):
         model.fit(x, y, progress=False)
     assert no_children_left()
+
+
+def test_evaluate_scores_in_worker_processes_to_the_bits_of_one(registry, monkeypatch):
+    commands = []
+    send = forked.ForkedStep._send
+    monkeypatch.setattr(forked.ForkedStep, "_send", lambda self, x, y, labels, working, kind: (
+        commands.extend(kind for _ in working), send(self, x, y, labels, working, kind)))
+    spec = conv_spec(threads=2)
+    spec["layers"].insert(1, {"type": "batchnorm"})
+    model = laminae.build(spec, registry=registry)
+    model.fit(*conv_data(), progress=False)
+    held_x, held_y = conv_data(4500)
+    one = model.evaluate(held_x, held_y, threads=1)
+    assert commands.count(forked.FORWARD) == 0
+    assert model.evaluate(held_x, held_y) == one  # train.threads: 2 processes, five chunks
+    assert commands.count(forked.FORWARD) == 2
+    assert model.evaluate(held_x, held_y, threads=3) == one
+    assert commands.count(forked.FORWARD) == 2 + 3
+    assert model.evaluate(held_x[:900], held_y[:900]) == model.evaluate(held_x[:900], held_y[:900], threads=1)
+    assert commands.count(forked.FORWARD) == 5  # one chunk: no worker started
+    assert no_children_left()
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+def test_evaluate_refuses_a_thread_count_that_is_not_one_or_more(threads):
+    model = laminae.build(conv_spec())
+    with pytest.raises(laminae.TrainingError, match=r"^threads must be a whole number of at least 1, not "):
+        model.evaluate(*conv_data(10), threads=threads)
 
 
 def test_a_worker_failing_while_scoring_stops_training_with_one_line():

@@ -100,6 +100,8 @@ def test_a_layer_with_state_of_its_own_needs_one_thread():
     x, y = conv_data()
     with pytest.raises(laminae.TrainingError, match=r"^cannot train on 2 threads: layer 1 \(noise, from plugin 'NoisePlugin'\) keeps state of its own and has no combine_states method; use threads = 1$"):
         model.fit(x, y, progress=False)
+    held_x, held_y = conv_data(2500)  # three chunks: scoring in two processes needs no combining
+    assert model.evaluate(held_x, held_y) == model.evaluate(held_x, held_y, threads=1)
 
 
 def test_threads_from_the_command_line(capsys, tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 from laminae.errors import TrainingError, blamed_on
 from laminae.network.assembly import ModelParts
 from laminae.training.data_checks import check_data
+from laminae.training.forked import ForkedStep, forking_works
 
 
 def refuse_non_finite(output: np.ndarray) -> None:
@@ -23,8 +24,18 @@ def refuse_non_finite(output: np.ndarray) -> None:
 
 ChunkForward = Callable[[np.ndarray, int], Iterable[np.ndarray]]
 """``(x, chunk) -> outputs``: the inference-mode outputs of ``x``, one array
-per ``chunk`` samples, in order; training in worker processes deals the
-chunks out to them (:meth:`laminae.training.forked.ForkedStep.forward_chunks`)."""
+per ``chunk`` samples, in order; worker processes share the chunks out
+(:meth:`laminae.training.forked.ForkedStep.forward_chunks`)."""
+
+
+def evaluate_in_processes(parts: ModelParts, x: np.ndarray, y: np.ndarray, processes: int) -> tuple[float, float]:
+    """:func:`evaluate` with the chunks shared out to ``processes`` processes,
+    this one and forked workers (Linux; elsewhere this process alone): the
+    same figures, to the bit, as one process gives."""
+    if processes == 1 or not forking_works():
+        return evaluate(parts, x, y)
+    with ForkedStep(parts, processes) as workers:
+        return evaluate(parts, x, y, workers.forward_chunks)
 
 
 def evaluate(

@@ -143,7 +143,6 @@ class ForkedStep:
     step starts new ones), so no reply is ever left unread."""
 
     def __init__(self, parts: ModelParts, workers: int) -> None:
-        refuse_uncombinable_state(parts.network, workers)
         self.parts, self.workers = parts, workers
         self.started: list[Worker] = []
         self._shared: SharedArrays | None = None
@@ -165,6 +164,7 @@ class ForkedStep:
         needed = Capacity(max(part.stop - part.start for part in slices), (x.shape[1:], x.dtype),
                           (y.shape[1:], y.dtype), labels.dtype)
         if self._capacity is None or not self._capacity.holds(needed):
+            refuse_uncombinable_state(self.parts.network, self.workers)  # scoring alone needs no combining
             self._start_workers(needed)
         try:
             return self._step(x, y, labels, slices, weights)
@@ -179,14 +179,16 @@ class ForkedStep:
         Each chunk is computed whole, as :meth:`Network.forward` computes it
         in one process, so the outputs are the same bits.  A worker's outputs
         are views of shared memory, valid until the next one is asked for.
-        Before the first step has started the workers, one process does it all."""
+        Workers are started here if no step has started them (nor for a
+        single chunk, which one process computes)."""
         network = self.parts.network
-        if self._capacity is None:
-            yield from (network.forward(x[start : start + chunk], False) for start in range(0, len(x), chunk))
+        if len(x) <= chunk and self._capacity is None:
+            yield from (network.forward(x, False),) if len(x) else ()
             return
-        needed = attrs.evolve(self._capacity, rows=max(self._capacity.rows, min(chunk, len(x))),
-                              x=(x.shape[1:], x.dtype))
-        if not self._capacity.holds(needed):
+        rows, labels = min(chunk, len(x)), np.dtype(np.int64)
+        current = self._capacity or Capacity(rows, (x.shape[1:], x.dtype), ((), labels), labels)
+        needed = attrs.evolve(current, rows=max(current.rows, rows), x=(x.shape[1:], x.dtype))
+        if self._capacity is None or not self._capacity.holds(needed):
             self._start_workers(needed)
         try:
             self._publish()
