@@ -19,11 +19,12 @@ from laminae.network.assembly import ModelParts, assemble
 from laminae.network.spec import read_toml
 from laminae.persistence import checkpoint
 from laminae.persistence.onnx_export import export_onnx
-from laminae.errors import TrainingError, blamed_on
+from laminae.errors import TrainingError, blamed_on, one_line
 from laminae.registry import Registry
 from laminae.training.evaluation import evaluate_in_processes, refuse_non_finite
 from laminae.training.loop import FitOptions, TrainingResult, fit
 from laminae.training.state import TrainingState
+from laminae.validators import thread_count
 
 
 @attrs.define(eq=False)
@@ -54,8 +55,10 @@ class Model(ModelParts):
         Linux), each taking whole chunks in turn: the same figures, to the bit,
         whatever the count."""
         threads = self.train_config.threads if threads is None else threads
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise TrainingError(f"threads must be a whole number of at least 1, not {threads!r}")
+        try:
+            thread_count(self, attrs.fields(TrainingState).threads, threads)
+        except (TypeError, ValueError) as exc:
+            raise TrainingError(f"cannot evaluate: {one_line(exc)}") from None
         return evaluate_in_processes(self, x, y, threads)
 
     def predict(self, x: np.ndarray) -> np.ndarray:

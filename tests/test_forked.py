@@ -173,10 +173,17 @@ def test_evaluate_scores_in_worker_processes_to_the_bits_of_one(registry, monkey
     assert no_children_left()
 
 
-@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
-def test_evaluate_refuses_a_thread_count_that_is_not_one_or_more(threads):
+@pytest.mark.parametrize("threads, message", [
+    (0, "must be at least 1, got 0"),
+    (-1, "must be at least 1, got -1"),
+    (1.5, r"must be an integer, got 1\.5 \(float\)"),
+    (True, r"must be an integer, got True \(bool\)"),
+    ("2", r"must be an integer, got '2' \(str\)"),
+    (1000, r"must be at most \d+ \(this machine's CPU cores, or 4\), got 1000"),
+])
+def test_evaluate_refuses_a_thread_count_train_would_refuse(threads, message):
     model = laminae.build(conv_spec())
-    with pytest.raises(laminae.TrainingError, match=r"^threads must be a whole number of at least 1, not "):
+    with pytest.raises(laminae.TrainingError, match=rf"^cannot evaluate: 'threads' {message}$"):
         model.evaluate(*conv_data(10), threads=threads)
 
 
