@@ -183,7 +183,8 @@ class ForkedStep:
         single chunk, which one process computes)."""
         network = self.parts.network
         if len(x) <= chunk and self._capacity is None:
-            yield from (network.forward(x, False),) if len(x) else ()
+            if len(x):
+                yield network.forward(x, False)
             return
         rows, labels = min(chunk, len(x)), np.dtype(np.int64)
         current = self._capacity or Capacity(rows, (x.shape[1:], x.dtype), ((), labels), labels)
@@ -387,14 +388,13 @@ def _serve(parts: ModelParts, shared: dict[str, np.ndarray], number: int, comman
         for index, block in enumerate(network.param_blocks):
             np.copyto(block, shared[f"param/{index}"])
         try:
+            if state_names:  # the state the step starts from, copied: a layer may keep what it is given
+                network.load_state_dict({name: get_state(shared[f"state/{name}"], start[name]).copy() for name in state_names})
             if kind == FORWARD:
-                if state_names:
-                    network.load_state_dict({name: get_state(shared[f"state/{name}"], start[name]).copy() for name in state_names})
                 np.copyto(shared[_slot(number, "out")][:count], network.forward(shared[_slot(number, "x")][:count], False))
                 os.write(replies, b"d")
                 continue
-            if state_names:  # the state the step starts from, copied: a layer may keep what it is given
-                network.load_state_dict({name: get_state(shared[f"state/{name}"], start[name]).copy() for name in state_names})
+            if state_names:
                 start_slice(streams, number - 1)
             x, y, labels = (shared[_slot(number, key)][:count] for key in ("x", "y", "labels"))
             loss, correct = serial_step(network, parts.loss, x, y, labels)
