@@ -75,6 +75,7 @@ def test_the_packages_own_tests_pass():
     assert re.search(r"\b\d+ passed\b", done.stdout)
 
 
+@pytest.mark.xdist_group("builds-in-the-checkout")  # pip writes build/ and *.egg-info there
 def test_a_fresh_virtual_environment_installs_and_lists_both(tmp_path):
     """A real venv (no system site-packages), installed from the local index, then a
     model mixing built-in and extras layers trained in it: about 30 s."""

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.xdist_group("builds-in-the-checkout")  # pip writes build/ and *.egg-info there
 def test_wheel_install_trains_the_quickstart_outside_the_checkout(tmp_path):
     """From an empty folder, by the quickstart's bare name: no models.toml anywhere near."""
     venv = tmp_path / "venv"
